@@ -1,0 +1,383 @@
+//! One idempotent call: claim, then replay, wait, or run the body and store its outcome.
+//!
+//! The generated code of `#[idempotent]` derives the key and fingerprint and hands the
+//! body's future to [`run`]; everything else happens here, in ordinary Rust.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::codec::{self, Stored};
+use crate::error::Error;
+use crate::event::{self, Outcome};
+use crate::flight::{self, FlightLead, Joined};
+use crate::key::{Fingerprint, Key};
+use crate::store::{Claim, NoticeKind, Record, SharedStore, Token};
+
+/// What a duplicate does while the first call for its key is still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlight {
+    /// Wait (up to `wait`) for the first call's result.
+    Wait,
+    /// Fail at once with [`Error::InProgress`].
+    Reject,
+}
+
+/// The options of one `#[idempotent]` function, as the macro checked them.
+#[derive(Debug)]
+pub struct Spec {
+    /// The function's namespace (`name = ".."`, or module path and fn name).
+    pub name: &'static str,
+    /// How long a completed result is kept.
+    pub ttl: Duration,
+    /// How long a claim holds without renewal.
+    pub lease: Duration,
+    /// How long a waiting duplicate waits.
+    pub wait: Duration,
+    /// What a duplicate does while the first call runs.
+    pub in_flight: InFlight,
+    /// Whether `Err` outcomes are stored and replayed.
+    pub cache_errors: bool,
+}
+
+/// The first delay between two polls of a remote store, doubled up to [`POLL_MAX`].
+const POLL_START: Duration = Duration::from_millis(5);
+/// The longest delay between two polls of a remote store.
+const POLL_MAX: Duration = Duration::from_millis(250);
+
+/// How an `Err` outcome is encoded and decoded: only with `cache_errors`.
+pub struct ErrCodec<E> {
+    pub(crate) encode: Option<fn(&E) -> Result<Vec<u8>, Error>>,
+    pub(crate) decode: Option<fn(&[u8]) -> Result<E, Error>>,
+}
+
+impl<E> ErrCodec<E> {
+    pub(crate) fn none() -> Self {
+        ErrCodec {
+            encode: None,
+            decode: None,
+        }
+    }
+}
+
+impl<E: Serialize + DeserializeOwned> ErrCodec<E> {
+    pub(crate) fn json() -> Self {
+        ErrCodec {
+            encode: Some(codec::encode_err::<E>),
+            decode: Some(codec::decode_json::<E>),
+        }
+    }
+}
+
+/// Everything a call needs besides its body.
+pub(crate) struct Call<'a, E> {
+    pub(crate) spec: &'static Spec,
+    pub(crate) store: &'a SharedStore,
+    pub(crate) key: Key,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) errors: ErrCodec<E>,
+}
+
+impl<E: From<Error>> Call<'_, E> {
+    /// Runs the call to its end: a replay, an execution, or an error.
+    pub(crate) async fn execute<T, Fut>(self, body: Fut) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let deadline = Instant::now() + self.spec.wait;
+        let coalesce =
+            self.spec.in_flight == InFlight::Wait && self.store.store().coalesce_local_waiters();
+        if !coalesce {
+            return self.lead(body, None, deadline).await;
+        }
+        loop {
+            match flight::join(self.store.id(), self.key) {
+                Joined::Lead(lead) => return self.lead(body, Some(lead), deadline).await,
+                Joined::Follow(mut leader) => {
+                    let published =
+                        tokio::time::timeout_at(deadline, leader.wait_for(Option::is_some)).await;
+                    match published {
+                        Ok(Ok(record)) => {
+                            let record = Arc::clone(record.as_ref().expect("waited for Some"));
+                            return self.replay(&record, Outcome::Waited);
+                        }
+                        // The leader ended without a result (error, panic, cancel, or its
+                        // own wait ran out): try again, perhaps as the leader.
+                        Ok(Err(_closed)) => continue,
+                        Err(_elapsed) => return self.give_up(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claims the key, waiting while another holder runs, until there is a result to
+    /// replay, the body ran here, or the wait is over.
+    async fn lead<T, Fut>(
+        self,
+        body: Fut,
+        flight: Option<FlightLead>,
+        deadline: Instant,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let store = self.store.store();
+        let mut waited = false;
+        let mut backoff = POLL_START;
+        loop {
+            let claim = match store.claim_now(&self.key, &self.fingerprint, self.spec.lease) {
+                Some(claim) => claim,
+                None => {
+                    store
+                        .claim(&self.key, &self.fingerprint, self.spec.lease)
+                        .await
+                }
+            };
+            let claim = match claim {
+                Ok(claim) => claim,
+                Err(err) => {
+                    event::store_error(self.spec, &self.key, "claim", &err);
+                    return Err(err.into());
+                }
+            };
+            match claim {
+                Claim::Completed(record) => {
+                    if let Some(flight) = &flight {
+                        flight.publish(&record);
+                    }
+                    let outcome = if waited {
+                        Outcome::Waited
+                    } else {
+                        Outcome::Replayed
+                    };
+                    return self.replay(&record, outcome);
+                }
+                Claim::Claimed { token, taken_over } => {
+                    if taken_over {
+                        event::emit(self.spec, &self.key, Outcome::TakenOver);
+                    }
+                    return self.hold(token, body, flight).await;
+                }
+                Claim::InProgress(notice) => {
+                    if self.spec.in_flight == InFlight::Reject {
+                        event::emit(self.spec, &self.key, Outcome::Rejected);
+                        return Err(Error::InProgress.into());
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return self.give_up();
+                    }
+                    waited = true;
+                    match notice.0 {
+                        // Also wake when the holder's lease could have lapsed.
+                        NoticeKind::Notify(mut changed) => {
+                            let until = deadline.min(now + self.spec.lease);
+                            let _ = tokio::time::timeout_at(until, changed.changed()).await;
+                        }
+                        NoticeKind::Poll => {
+                            tokio::time::sleep_until(deadline.min(now + backoff)).await;
+                            backoff = (backoff * 2).min(POLL_MAX);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the body while holding the claim, renewing its lease, then stores the outcome.
+    async fn hold<T, Fut>(self, token: Token, body: Fut, flight: Option<FlightLead>) -> Result<T, E>
+    where
+        T: Serialize,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut guard = ClaimGuard {
+            store: self.store,
+            key: self.key,
+            token,
+            armed: true,
+        };
+        let outcome = renewing(
+            self.store,
+            self.spec,
+            &self.key,
+            token,
+            crate::global::CURRENT_KEY.scope(self.key, body),
+        )
+        .await;
+        let encoded = match &outcome {
+            Ok(value) => codec::encode_ok(value).map(Some),
+            Err(err) => match self.errors.encode {
+                Some(encode) => encode(err).map(Some),
+                None => Ok(None),
+            },
+        };
+        match encoded {
+            Ok(Some(bytes)) => {
+                let record = Arc::new(Record::new(self.fingerprint, bytes));
+                if let Some(flight) = &flight {
+                    flight.publish(&record);
+                }
+                guard.armed = false;
+                self.store_outcome(token, record).await;
+            }
+            // An `Err` that is not cached: release, so a retry runs the body again.
+            Ok(None) => {
+                guard.release().await;
+                event::emit(self.spec, &self.key, Outcome::Released);
+            }
+            // The side effect ran but its result cannot be stored: return it anyway, and
+            // release the key (a retry will run the body again).
+            Err(err) => {
+                event::codec_error(self.spec, &self.key, &err);
+                guard.release().await;
+            }
+        }
+        outcome
+    }
+
+    /// `complete`s the claim; if the store fails, retries in the background while the
+    /// lease holds. The caller gets the body's result either way.
+    async fn store_outcome(&self, token: Token, record: Arc<Record>) {
+        let store = self.store.store();
+        match store
+            .complete(&self.key, token, Arc::clone(&record), self.spec.ttl)
+            .await
+        {
+            Ok(true) => event::emit(self.spec, &self.key, Outcome::Executed),
+            Ok(false) => event::emit(self.spec, &self.key, Outcome::LeaseLost),
+            Err(err) => {
+                event::store_error(self.spec, &self.key, "complete", &err);
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let (store, spec, key) = (self.store.clone(), self.spec, self.key);
+                // The last renewal was at most a third of a lease ago.
+                let until = Instant::now() + spec.lease * 2 / 3;
+                runtime.spawn(async move {
+                    let mut backoff = POLL_START * 4;
+                    while Instant::now() + backoff < until {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(POLL_MAX * 4);
+                        match store
+                            .store()
+                            .complete(&key, token, Arc::clone(&record), spec.ttl)
+                            .await
+                        {
+                            Ok(true) => return event::emit(spec, &key, Outcome::Executed),
+                            Ok(false) => return event::emit(spec, &key, Outcome::LeaseLost),
+                            Err(err) => event::store_error(spec, &key, "complete (retry)", &err),
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn replay<T: DeserializeOwned>(&self, record: &Record, outcome: Outcome) -> Result<T, E> {
+        if *record.fingerprint() != self.fingerprint {
+            event::emit(self.spec, &self.key, Outcome::Mismatch);
+            return Err(Error::PayloadMismatch.into());
+        }
+        match codec::decode(record.value(), self.errors.decode) {
+            Ok(Stored::Ok(value)) => {
+                event::emit(self.spec, &self.key, outcome);
+                Ok(value)
+            }
+            Ok(Stored::Err(err)) => {
+                event::emit(self.spec, &self.key, outcome);
+                Err(err)
+            }
+            Err(err) => {
+                event::codec_error(self.spec, &self.key, &err);
+                Err(err.into())
+            }
+        }
+    }
+
+    fn give_up<T>(&self) -> Result<T, E> {
+        event::emit(self.spec, &self.key, Outcome::Rejected);
+        Err(Error::InProgress.into())
+    }
+}
+
+/// Polls `body`; while it is pending, renews the claim's lease every third of a lease.
+async fn renewing<F: Future>(
+    store: &SharedStore,
+    spec: &'static Spec,
+    key: &Key,
+    token: Token,
+    body: F,
+) -> F::Output {
+    let renew = async {
+        let mut lost = false;
+        loop {
+            tokio::time::sleep(spec.lease / 3).await;
+            if lost {
+                continue;
+            }
+            match store.store().renew(key, token, spec.lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    lost = true;
+                    event::emit(spec, key, Outcome::LeaseLost);
+                }
+                Err(err) => event::store_error(spec, key, "renew", &err),
+            }
+        }
+    };
+    let mut body = pin!(body);
+    let mut renew = pin!(renew);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = body.as_mut().poll(cx) {
+            return Poll::Ready(output);
+        }
+        let _ = renew.as_mut().poll(cx);
+        Poll::Pending
+    })
+    .await
+}
+
+/// Releases the claim if the call ends without storing an outcome: a panic or a dropped
+/// future releases at once (synchronously in memory, by a spawned task otherwise).
+struct ClaimGuard<'a> {
+    store: &'a SharedStore,
+    key: Key,
+    token: Token,
+    armed: bool,
+}
+
+impl ClaimGuard<'_> {
+    async fn release(&mut self) {
+        self.armed = false;
+        if let Err(err) = self.store.store().release(&self.key, self.token).await {
+            tracing::warn!(key = %self.key, error = %err, "idem: could not release a claim; it ends with its lease");
+        }
+    }
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed || self.store.store().release_now(&self.key, self.token) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(key = %self.key, "idem: no tokio runtime to release a dropped claim; it ends with its lease");
+            return;
+        };
+        let (store, key, token) = (self.store.clone(), self.key, self.token);
+        runtime.spawn(async move {
+            if let Err(err) = store.store().release(&key, token).await {
+                tracing::warn!(key = %key, error = %err, "idem: could not release a dropped claim; it ends with its lease");
+            }
+        });
+    }
+}

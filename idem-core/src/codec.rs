@@ -1,0 +1,56 @@
+//! How a call's outcome is stored: one tag byte (`O` for `Ok`, `E` for a cached `Err`)
+//! followed by the value as JSON (`serde_json` with `float_roundtrip`).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+const OK_TAG: u8 = b'O';
+const ERR_TAG: u8 = b'E';
+
+/// A stored outcome, decoded.
+pub(crate) enum Stored<T, E> {
+    Ok(T),
+    Err(E),
+}
+
+pub(crate) fn encode_ok<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    encode(OK_TAG, value)
+}
+
+pub(crate) fn encode_err<E: Serialize>(error: &E) -> Result<Vec<u8>, Error> {
+    encode(ERR_TAG, error)
+}
+
+fn encode<V: Serialize>(tag: u8, value: &V) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(128);
+    out.push(tag);
+    serde_json::to_writer(&mut out, value).map_err(Error::codec)?;
+    Ok(out)
+}
+
+/// Decodes a stored outcome; `decode_err` is `None` when the function does not cache
+/// errors (a stored `Err` is then a codec error, never a rerun).
+pub(crate) fn decode<T: DeserializeOwned, E>(
+    bytes: &[u8],
+    decode_err: Option<fn(&[u8]) -> Result<E, Error>>,
+) -> Result<Stored<T, E>, Error> {
+    match bytes.split_first() {
+        Some((&OK_TAG, json)) => serde_json::from_slice(json)
+            .map(Stored::Ok)
+            .map_err(Error::codec),
+        Some((&ERR_TAG, json)) => match decode_err {
+            Some(decode_err) => decode_err(json).map(Stored::Err),
+            None => Err(Error::codec(
+                "the stored record is a cached error, but this function does not use `cache_errors`",
+            )),
+        },
+        _ => Err(Error::codec("the stored record is not an idem outcome")),
+    }
+}
+
+/// `decode_err` for functions with `cache_errors`.
+pub(crate) fn decode_json<E: DeserializeOwned>(json: &[u8]) -> Result<E, Error> {
+    serde_json::from_slice(json).map_err(Error::codec)
+}

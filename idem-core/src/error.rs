@@ -1,0 +1,86 @@
+//! The error type of every idem operation.
+
+use std::error::Error as StdError;
+
+/// A boxed error from a store backend or a codec.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What went wrong in an idempotent call, instead of running or replaying it.
+///
+/// An `#[idempotent]` function's error type `E` must implement `From<idem_core::Error>`,
+/// so these errors come back through the function's own `Result`.
+///
+/// ```
+/// use idem_core::Error;
+///
+/// #[derive(Debug)]
+/// enum PayError {
+///     Declined,
+///     Idempotency(Error),
+/// }
+///
+/// impl From<Error> for PayError {
+///     fn from(err: Error) -> Self {
+///         PayError::Idempotency(err)
+///     }
+/// }
+///
+/// let err = PayError::from(Error::PayloadMismatch);
+/// assert!(matches!(err, PayError::Idempotency(Error::PayloadMismatch)));
+/// # let _ = PayError::Declined;
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another call with the same key is running: the policy is `in_flight = "reject"`,
+    /// or a waiting duplicate's `wait` bound ran out. Retry later (HTTP 409).
+    #[error("an idempotent call with the same key is still in progress")]
+    InProgress,
+
+    /// The key was used before with different arguments; the body did not run (HTTP 422).
+    #[error("idempotency key reused with a different payload")]
+    PayloadMismatch,
+
+    /// The store failed or could not be reached (the body did not run), or no store is
+    /// installed and the `moka` feature is off.
+    #[error("idempotency store error: {0}")]
+    Store(#[source] BoxError),
+
+    /// A key, an argument or a result could not be encoded, or a stored record could not be
+    /// decoded. The body did not run.
+    #[error("idempotency codec error: {0}")]
+    Codec(#[source] BoxError),
+
+    /// [`install`](crate::install) or [`install_key_hasher`](crate::install_key_hasher) was
+    /// called after the default was already in use, or twice.
+    #[error(
+        "idempotency {0} already installed or already in use; install it once, before the first idempotent call"
+    )]
+    AlreadyInstalled(&'static str),
+
+    /// A `detach`ed body's task was cancelled before it finished (the runtime shut down).
+    #[error("the detached task running the idempotent body was cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// An [`Error::Store`] from any error or message.
+    ///
+    /// ```
+    /// let err = idem_core::Error::store("connection refused");
+    /// assert_eq!(err.to_string(), "idempotency store error: connection refused");
+    /// ```
+    pub fn store(err: impl Into<BoxError>) -> Self {
+        Error::Store(err.into())
+    }
+
+    /// An [`Error::Codec`] from any error or message.
+    ///
+    /// ```
+    /// let err = idem_core::Error::codec("bad record version");
+    /// assert!(matches!(err, idem_core::Error::Codec(_)));
+    /// ```
+    pub fn codec(err: impl Into<BoxError>) -> Self {
+        Error::Codec(err.into())
+    }
+}

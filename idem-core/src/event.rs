@@ -1,0 +1,80 @@
+//! `tracing` events, one per call outcome, with the function name and key hash (never the
+//! raw arguments). Target: `idem`.
+
+use crate::call::Spec;
+use crate::error::Error;
+use crate::key::Key;
+
+/// What happened to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The body ran and its outcome was stored.
+    Executed,
+    /// A stored outcome was returned without waiting.
+    Replayed,
+    /// A stored outcome was returned after waiting for a running holder.
+    Waited,
+    /// A duplicate was refused (`reject` policy, or its wait ran out).
+    Rejected,
+    /// The key was reused with a different payload.
+    Mismatch,
+    /// A claim whose lease had lapsed was taken over.
+    TakenOver,
+    /// The claim was lost before the outcome was stored (fenced out).
+    LeaseLost,
+    /// The body returned an `Err` that is not cached; the claim was released.
+    Released,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Executed => "executed",
+            Outcome::Replayed => "replayed",
+            Outcome::Waited => "waited",
+            Outcome::Rejected => "rejected",
+            Outcome::Mismatch => "mismatch",
+            Outcome::TakenOver => "taken_over",
+            Outcome::LeaseLost => "lease_lost",
+            Outcome::Released => "released",
+        }
+    }
+}
+
+pub(crate) fn emit(spec: &Spec, key: &Key, outcome: Outcome) {
+    match outcome {
+        Outcome::LeaseLost | Outcome::TakenOver => tracing::warn!(
+            target: "idem",
+            outcome = outcome.as_str(),
+            function = spec.name,
+            key = %key,
+        ),
+        _ => tracing::debug!(
+            target: "idem",
+            outcome = outcome.as_str(),
+            function = spec.name,
+            key = %key,
+        ),
+    }
+}
+
+pub(crate) fn store_error(spec: &Spec, key: &Key, operation: &'static str, error: &Error) {
+    tracing::error!(
+        target: "idem",
+        outcome = "store_error",
+        function = spec.name,
+        key = %key,
+        operation,
+        error = %error,
+    );
+}
+
+pub(crate) fn codec_error(spec: &Spec, key: &Key, error: &Error) {
+    tracing::error!(
+        target: "idem",
+        outcome = "codec_error",
+        function = spec.name,
+        key = %key,
+        error = %error,
+    );
+}

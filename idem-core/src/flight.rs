@@ -1,0 +1,66 @@
+//! Single-flight inside one process: while a call for a key is claiming, running or
+//! waiting, other local calls for the same key (and store) follow it instead of sending
+//! their own claims and polls to a remote store. 1,000 local waiters cost one claim and
+//! one poller.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use tokio::sync::watch;
+
+use crate::key::Key;
+use crate::store::Record;
+
+type FlightId = (usize, Key);
+type Published = Option<Arc<Record>>;
+
+const SHARDS: usize = 16;
+
+static FLIGHTS: LazyLock<[Mutex<HashMap<FlightId, watch::Receiver<Published>>>; SHARDS]> =
+    LazyLock::new(|| std::array::from_fn(|_| Mutex::new(HashMap::new())));
+
+fn shard(
+    id: &FlightId,
+) -> std::sync::MutexGuard<'static, HashMap<FlightId, watch::Receiver<Published>>> {
+    FLIGHTS[id.1.as_bytes()[0] as usize % SHARDS]
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Either lead the flight for a key, or follow the one already under way.
+pub(crate) enum Joined {
+    Lead(FlightLead),
+    Follow(watch::Receiver<Published>),
+}
+
+/// Joins the flight for `key` on the store `store_id`, or starts it.
+pub(crate) fn join(store_id: usize, key: Key) -> Joined {
+    let id = (store_id, key);
+    let mut flights = shard(&id);
+    if let Some(rx) = flights.get(&id) {
+        return Joined::Follow(rx.clone());
+    }
+    let (tx, rx) = watch::channel(None);
+    flights.insert(id, rx);
+    Joined::Lead(FlightLead { id, tx })
+}
+
+/// The leader's side: publishes the record, and ends the flight when dropped (followers
+/// without a record then try again themselves).
+pub(crate) struct FlightLead {
+    id: FlightId,
+    tx: watch::Sender<Published>,
+}
+
+impl FlightLead {
+    pub(crate) fn publish(&self, record: &Arc<Record>) {
+        self.tx.send_replace(Some(Arc::clone(record)));
+    }
+}
+
+impl Drop for FlightLead {
+    fn drop(&mut self) {
+        // Only the leader inserts and removes its flight, so the entry is this one.
+        shard(&self.id).remove(&self.id);
+    }
+}

@@ -1,0 +1,120 @@
+//! Process-wide state: the default store, the key hasher, and the running call's key.
+
+use std::sync::OnceLock;
+
+use crate::error::Error;
+use crate::key::{Key, KeyHasher};
+use crate::store::SharedStore;
+
+static DEFAULT_STORE: OnceLock<SharedStore> = OnceLock::new();
+static KEY_HASHER: OnceLock<KeyHasher> = OnceLock::new();
+
+tokio::task_local! {
+    pub(crate) static CURRENT_KEY: Key;
+}
+
+/// Sets the process default store, used by every `#[idempotent]` function without
+/// `store = ..`. Call it once, at start-up, before the first idempotent call.
+///
+/// Installing twice, or after the default (a `MokaStore`) was already used, returns
+/// [`Error::AlreadyInstalled`] instead of splitting records across two stores.
+///
+/// ```
+/// use idem_core::{install, MokaStore};
+///
+/// install(MokaStore::builder().max_capacity(10_000).build()).unwrap();
+/// assert!(install(MokaStore::new()).is_err());
+/// ```
+pub fn install(store: impl Into<SharedStore>) -> Result<(), Error> {
+    let mut installed = false;
+    DEFAULT_STORE.get_or_init(|| {
+        installed = true;
+        store.into()
+    });
+    if installed {
+        Ok(())
+    } else {
+        Err(Error::AlreadyInstalled("store"))
+    }
+}
+
+/// The process default store: the installed one, else a [`MokaStore`](crate::MokaStore)
+/// (feature `moka`), else [`Error::Store`].
+///
+/// ```
+/// let store = idem_core::default_store().unwrap();
+/// # drop(store);
+/// ```
+pub fn default_store() -> Result<&'static SharedStore, Error> {
+    #[cfg(feature = "moka")]
+    {
+        Ok(DEFAULT_STORE.get_or_init(|| SharedStore::new(crate::MokaStore::new())))
+    }
+    #[cfg(not(feature = "moka"))]
+    {
+        DEFAULT_STORE.get().ok_or_else(|| {
+            Error::store("no idempotency store is installed: call idem_core::install(..) at start-up, or enable the `moka` feature")
+        })
+    }
+}
+
+/// Sets the process key hasher, e.g. [`KeyHasher::keyed`] with a secret. Once, before the
+/// first idempotent call; every process sharing a store must use the same one.
+///
+/// ```
+/// use idem_core::{install_key_hasher, KeyHasher};
+///
+/// install_key_hasher(KeyHasher::keyed("load me from a secret store")).unwrap();
+/// assert!(install_key_hasher(KeyHasher::unkeyed()).is_err());
+/// ```
+pub fn install_key_hasher(hasher: KeyHasher) -> Result<(), Error> {
+    let mut installed = false;
+    KEY_HASHER.get_or_init(|| {
+        installed = true;
+        hasher
+    });
+    if installed {
+        Ok(())
+    } else {
+        Err(Error::AlreadyInstalled("key hasher"))
+    }
+}
+
+/// The process key hasher (unkeyed unless [`install_key_hasher`] set one).
+///
+/// ```
+/// let key = idem_core::key_hasher().key(&["jobs::send_mail"], &42).unwrap();
+/// assert_eq!(key.to_hex().len(), 64);
+/// ```
+pub fn key_hasher() -> &'static KeyHasher {
+    KEY_HASHER.get_or_init(KeyHasher::unkeyed)
+}
+
+/// The key of the idempotent call whose body is running, as 64 hex characters; `None`
+/// outside an `#[idempotent]` body.
+///
+/// Pass it downstream as the idempotency key of the next service (a payment provider's
+/// `Idempotency-Key` header), so a rerun after a crash is deduplicated there too.
+///
+/// ```
+/// assert_eq!(idem_core::current_key(), None);
+/// ```
+pub fn current_key() -> Option<String> {
+    CURRENT_KEY.try_with(Key::to_hex).ok()
+}
+
+/// Removes the record of `key` from the default store, so the next call runs the body
+/// again: the operator's escape hatch after a bad result was stored. A running holder of
+/// the key loses its claim (its result is then not stored). `Ok(true)` if there was a
+/// record. For another store, use [`SharedStore::forget`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let key = idem_core::Key::from_hex(&"ab".repeat(32)).unwrap();
+/// assert!(!idem_core::forget(&key).await.unwrap());
+/// # }
+/// ```
+pub async fn forget(key: &Key) -> Result<bool, Error> {
+    default_store()?.forget(key).await
+}

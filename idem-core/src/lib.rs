@@ -1,0 +1,65 @@
+//! # idem — idempotent async functions
+//!
+//! `#[idempotent]` makes a side-effecting async function safe to retry: the first call
+//! with a key runs the body and stores its result; every later call with the same key —
+//! from this process or any other process sharing the store — returns the stored result
+//! instead of running the side effect again.
+//!
+//! ```
+//! use idem_core::idempotent;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize)]
+//! struct ChargeRequest { id: String, amount_cents: u64 }
+//!
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! struct Receipt { charge_id: String, amount_cents: u64 }
+//!
+//! #[derive(Debug)]
+//! enum PayError { Idempotency(idem_core::Error) }
+//! impl From<idem_core::Error> for PayError {
+//!     fn from(err: idem_core::Error) -> Self { PayError::Idempotency(err) }
+//! }
+//!
+//! #[idempotent(key = "req.id", ttl = "24h")]
+//! async fn charge(req: ChargeRequest) -> Result<Receipt, PayError> {
+//!     // ... call the payment provider, with idem_core::current_key() as its idempotency key
+//!     Ok(Receipt { charge_id: format!("ch_{}", req.id), amount_cents: req.amount_cents })
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let first = charge(ChargeRequest { id: "order-1".into(), amount_cents: 500 }).await.unwrap();
+//! let retry = charge(ChargeRequest { id: "order-1".into(), amount_cents: 500 }).await.unwrap();
+//! assert_eq!(first, retry); // the retry was replayed, not charged again
+//! # }
+//! ```
+//!
+//! See the README for every option of the attribute, the guarantees, and the stores.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod call;
+mod codec;
+mod error;
+mod event;
+mod flight;
+mod global;
+mod key;
+#[cfg(feature = "moka")]
+mod moka;
+mod store;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use error::{BoxError, Error};
+pub use global::{current_key, default_store, forget, install, install_key_hasher, key_hasher};
+pub use key::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
+#[cfg(feature = "moka")]
+pub use moka::{DEFAULT_MAX_CAPACITY, MokaStore, MokaStoreBuilder};
+pub use store::{
+    BoxFuture, ChangeNotice, Claim, RECORD_VERSION, Record, SharedStore, Store, Token,
+};
+
+#[cfg(feature = "macros")]
+pub use idem_macros::idempotent;

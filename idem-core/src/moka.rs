@@ -1,0 +1,267 @@
+//! [`MokaStore`]: the in-process store, and the default when nothing else is installed.
+//!
+//! Completed records live in a bounded `moka` cache with a per-entry TTL; under memory
+//! pressure moka may evict completed records (each eviction is logged). Claims live in a
+//! separate map that is never evicted, so a running call is never forgotten. Waiters
+//! subscribe to the claim and are woken the moment it is completed or released: no polling.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::notification::RemovalCause;
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::key::{Fingerprint, Key};
+use crate::store::{BoxFuture, ChangeNotice, Claim, Record, Store, Token};
+
+/// The default bound on completed records.
+pub const DEFAULT_MAX_CAPACITY: u64 = 100_000;
+
+const CLAIM_SHARDS: usize = 16;
+
+/// An in-process [`Store`] backed by `moka`: bounded, per-entry TTL, waiters notified.
+///
+/// Records are only shared by calls within this process; use a `RedisStore` to share them
+/// between processes.
+///
+/// ```
+/// use idem_core::{MokaStore, SharedStore};
+///
+/// let store = SharedStore::new(MokaStore::builder().max_capacity(10_000).build());
+/// # drop(store);
+/// ```
+pub struct MokaStore {
+    completed: moka::sync::Cache<Key, Completed>,
+    claims: [Mutex<HashMap<Key, ClaimSlot>>; CLAIM_SHARDS],
+    next_token: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Completed {
+    record: Arc<Record>,
+    ttl: Duration,
+}
+
+struct ClaimSlot {
+    token: Token,
+    expires: Instant,
+    /// Dropped when the claim ends, which wakes every subscribed waiter.
+    _changed: watch::Sender<()>,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<Key, Completed> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        value: &Completed,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Key,
+        value: &Completed,
+        _now: Instant,
+        _remaining: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Builds a [`MokaStore`].
+///
+/// ```
+/// let store = idem_core::MokaStore::builder().max_capacity(1_000).build();
+/// # drop(store);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MokaStoreBuilder {
+    max_capacity: u64,
+}
+
+impl MokaStoreBuilder {
+    /// How many completed records to keep at most (default 100,000). Claims do not count
+    /// and are never evicted.
+    pub fn max_capacity(mut self, max_capacity: u64) -> Self {
+        self.max_capacity = max_capacity;
+        self
+    }
+
+    /// The store.
+    pub fn build(self) -> MokaStore {
+        let completed = moka::sync::Cache::builder()
+            .max_capacity(self.max_capacity)
+            .expire_after(PerEntryTtl)
+            .eviction_listener(|key: Arc<Key>, _value, cause| {
+                if cause == RemovalCause::Size {
+                    tracing::warn!(key = %key, "idem: moka store full, evicted a completed record");
+                }
+            })
+            .build();
+        MokaStore {
+            completed,
+            claims: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            next_token: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Default for MokaStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MokaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MokaStore")
+            .field("completed", &self.completed.entry_count())
+            .finish()
+    }
+}
+
+impl MokaStore {
+    /// A store keeping at most [`DEFAULT_MAX_CAPACITY`] completed records.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder to set the capacity.
+    pub fn builder() -> MokaStoreBuilder {
+        MokaStoreBuilder {
+            max_capacity: DEFAULT_MAX_CAPACITY,
+        }
+    }
+
+    fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, HashMap<Key, ClaimSlot>> {
+        let index = key.as_bytes()[0] as usize % CLAIM_SHARDS;
+        // A panic never happens while the lock is held, but stay usable if one did.
+        self.claims[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn try_claim(&self, key: &Key, lease: Duration) -> Claim {
+        if let Some(done) = self.completed.get(key) {
+            return Claim::Completed(done.record);
+        }
+        let mut claims = self.shard(key);
+        // `complete` stores the record before it removes the claim, under this lock.
+        if let Some(done) = self.completed.get(key) {
+            return Claim::Completed(done.record);
+        }
+        let now = Instant::now();
+        let taken_over = match claims.get(key) {
+            Some(slot) if slot.expires > now => {
+                return Claim::InProgress(ChangeNotice::notify(slot._changed.subscribe()));
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let token = Token::new(self.next_token.fetch_add(1, Ordering::Relaxed).into());
+        let (changed, _) = watch::channel(());
+        claims.insert(
+            *key,
+            ClaimSlot {
+                token,
+                expires: now + lease,
+                _changed: changed,
+            },
+        );
+        Claim::Claimed { token, taken_over }
+    }
+
+    /// Removes the claim if `token` holds it; runs `before_remove` first, under the lock.
+    fn end_claim(&self, key: &Key, token: Token, before_remove: impl FnOnce()) -> bool {
+        let mut claims = self.shard(key);
+        match claims.get(key) {
+            Some(slot) if slot.token == token => {
+                before_remove();
+                claims.remove(key);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Store for MokaStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a Key,
+        _fingerprint: &'a Fingerprint,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, Error>> {
+        let claim = self.try_claim(key, lease);
+        Box::pin(std::future::ready(Ok(claim)))
+    }
+
+    fn claim_now(
+        &self,
+        key: &Key,
+        _fingerprint: &Fingerprint,
+        lease: Duration,
+    ) -> Option<Result<Claim, Error>> {
+        Some(Ok(self.try_claim(key, lease)))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a Key,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        let mut claims = self.shard(key);
+        let renewed = match claims.get_mut(key) {
+            Some(slot) if slot.token == token => {
+                slot.expires = Instant::now() + lease;
+                true
+            }
+            _ => false,
+        };
+        Box::pin(std::future::ready(Ok(renewed)))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a Key,
+        token: Token,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        let done = Completed { record, ttl };
+        let stored = self.end_claim(key, token, || self.completed.insert(*key, done));
+        Box::pin(std::future::ready(Ok(stored)))
+    }
+
+    fn release<'a>(&'a self, key: &'a Key, token: Token) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(std::future::ready(Ok(self.release_now(key, token))))
+    }
+
+    fn release_now(&self, key: &Key, token: Token) -> bool {
+        self.end_claim(key, token, || ())
+    }
+
+    fn forget<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, Error>> {
+        let claim = self.shard(key).remove(key).is_some();
+        let completed = self.completed.remove(key).is_some();
+        Box::pin(std::future::ready(Ok(claim || completed)))
+    }
+
+    fn coalesce_local_waiters(&self) -> bool {
+        false
+    }
+
+    fn kind(&self) -> &'static str {
+        "moka"
+    }
+}

@@ -1,0 +1,235 @@
+//! Parsing of `#[idempotent(...)]`: every option, checked, with errors spanned on the
+//! offending token and all of them reported together.
+
+use std::time::Duration;
+
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
+
+/// The options, validated.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub(crate) key: Option<KeyExpr>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) skip: Vec<Ident>,
+    pub(crate) store: Option<Expr>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) in_flight_reject: bool,
+    pub(crate) wait: Option<Duration>,
+    pub(crate) lease: Option<Duration>,
+    pub(crate) cache_errors: bool,
+    pub(crate) detach: bool,
+    pub(crate) krate: Option<Path>,
+}
+
+/// `key = "expr"`: the literal (for spans) and the expression parsed from it.
+pub(crate) struct KeyExpr {
+    pub(crate) lit: LitStr,
+    pub(crate) expr: Expr,
+}
+
+/// One option as written, before it is checked.
+struct RawOption {
+    name: Ident,
+    value: RawValue,
+}
+
+enum RawValue {
+    /// `detach`
+    Flag,
+    /// `ttl = "24h"`, `store = STORE.clone()`
+    Assign(Expr),
+    /// `skip(db, client)`
+    List(Punctuated<Ident, Token![,]>),
+}
+
+impl Parse for RawOption {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        // `Ident::parse_any` also accepts the `crate` keyword.
+        let name = Ident::parse_any(input)?;
+        let value = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            RawValue::Assign(input.parse()?)
+        } else if input.peek(syn::token::Paren) {
+            let content;
+            syn::parenthesized!(content in input);
+            RawValue::List(content.parse_terminated(Ident::parse_any, Token![,])?)
+        } else {
+            RawValue::Flag
+        };
+        Ok(RawOption { name, value })
+    }
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let raw = Punctuated::<RawOption, Token![,]>::parse_terminated(input)?;
+        let mut args = Args::default();
+        let mut errors = Errors::default();
+        let mut seen: Vec<String> = Vec::new();
+        for option in raw {
+            let name = option.name.to_string();
+            if seen.contains(&name) {
+                errors.push(syn::Error::new_spanned(
+                    &option.name,
+                    format!("duplicate option `{name}`"),
+                ));
+                continue;
+            }
+            seen.push(name.clone());
+            if let Err(err) = args.apply(&name, option) {
+                errors.push(err);
+            }
+        }
+        errors.finish()?;
+        Ok(args)
+    }
+}
+
+const OPTIONS: &str =
+    "key, ttl, skip, store, name, in_flight, wait, lease, cache_errors, detach, crate";
+
+impl Args {
+    fn apply(&mut self, name: &str, option: RawOption) -> syn::Result<()> {
+        let RawOption { name: ident, value } = option;
+        match name {
+            "key" => {
+                let lit = string(
+                    &ident,
+                    value,
+                    "a Rust expression over the arguments, like \"req.id\"",
+                )?;
+                let expr = lit.parse::<Expr>().map_err(|err| {
+                    syn::Error::new(
+                        lit.span(),
+                        format!("`key` is not a valid Rust expression: {err}"),
+                    )
+                })?;
+                self.key = Some(KeyExpr { lit, expr });
+            }
+            "ttl" => self.ttl = Some(duration(&ident, value, "24h")?),
+            "wait" => self.wait = Some(duration(&ident, value, "60s")?),
+            "lease" => self.lease = Some(duration(&ident, value, "30s")?),
+            "name" => {
+                let lit = string(&ident, value, "a stable namespace, like \"charge.v1\"")?;
+                if lit.value().trim().is_empty() {
+                    return Err(syn::Error::new(lit.span(), "`name` must not be empty"));
+                }
+                self.name = Some(lit);
+            }
+            "in_flight" => {
+                let lit = string(&ident, value, "\"wait\" or \"reject\"")?;
+                self.in_flight_reject = match lit.value().as_str() {
+                    "wait" => false,
+                    "reject" => true,
+                    other => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "unknown `in_flight` policy {other:?}: expected \"wait\" or \"reject\""
+                            ),
+                        ));
+                    }
+                };
+            }
+            "skip" => match value {
+                RawValue::List(list) => self.skip = list.into_iter().collect(),
+                _ => return Err(syn::Error::new_spanned(ident, "expected `skip(arg, ...)`")),
+            },
+            "store" => match value {
+                RawValue::Assign(expr) => self.store = Some(expr),
+                _ => {
+                    return Err(syn::Error::new_spanned(
+                        ident,
+                        "expected `store = expr`, an expression giving an `idem_core::SharedStore`",
+                    ));
+                }
+            },
+            "cache_errors" => self.cache_errors = flag(&ident, value)?,
+            "detach" => self.detach = flag(&ident, value)?,
+            "crate" => {
+                let lit = string(&ident, value, "a path, like \"::idem_core\"")?;
+                self.krate = Some(lit.parse::<Path>().map_err(|err| {
+                    syn::Error::new(lit.span(), format!("`crate` is not a path: {err}"))
+                })?);
+            }
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    ident,
+                    format!("unknown option `{name}`; expected one of: {OPTIONS}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The string literal of `name = "..."`.
+fn string(name: &Ident, value: RawValue, expected: &str) -> syn::Result<LitStr> {
+    match value {
+        RawValue::Assign(Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        })) => Ok(lit),
+        RawValue::Assign(other) => Err(syn::Error::new_spanned(
+            other,
+            format!("`{name}` takes a string literal: {expected}"),
+        )),
+        _ => Err(syn::Error::new_spanned(
+            name,
+            format!("expected `{name} = \"...\"`: {expected}"),
+        )),
+    }
+}
+
+/// A humantime duration (`"90s"`, `"1h 30m"`), not zero.
+fn duration(name: &Ident, value: RawValue, example: &str) -> syn::Result<Duration> {
+    let lit = string(name, value, &format!("a duration like \"{example}\""))?;
+    let duration = humantime::parse_duration(&lit.value()).map_err(|err| {
+        syn::Error::new(
+            lit.span(),
+            format!("`{name}` is not a duration ({err}); write it like \"90s\", \"30m\", \"1h 30m\" or \"7d\""),
+        )
+    })?;
+    if duration.is_zero() {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{name}` must be longer than zero"),
+        ));
+    }
+    Ok(duration)
+}
+
+/// A bare flag such as `detach`.
+fn flag(name: &Ident, value: RawValue) -> syn::Result<bool> {
+    match value {
+        RawValue::Flag => Ok(true),
+        _ => Err(syn::Error::new_spanned(
+            name,
+            format!("`{name}` takes no value"),
+        )),
+    }
+}
+
+/// Errors gathered so that all of them are reported at once.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, err: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(err),
+            None => self.0 = Some(err),
+        }
+    }
+
+    pub(crate) fn push_at(&mut self, span: Span, message: impl std::fmt::Display) {
+        self.push(syn::Error::new(span, message));
+    }
+
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}

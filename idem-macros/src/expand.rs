@@ -1,0 +1,250 @@
+//! Checks the function against the options and generates the thin call into
+//! `idem_core::__private`.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
+
+use crate::attr::{Args, Errors};
+
+/// The function's parameters, by name.
+struct Params {
+    /// `self` if the function is a method.
+    receiver: Option<Span>,
+    /// Named parameters, in order.
+    named: Vec<Ident>,
+}
+
+impl Params {
+    fn contains(&self, ident: &Ident) -> bool {
+        (ident == "self" && self.receiver.is_some()) || self.named.iter().any(|p| p == ident)
+    }
+}
+
+pub(crate) fn expand(args: Args, item: &ItemFn) -> syn::Result<TokenStream> {
+    let mut errors = Errors::default();
+    let sig = &item.sig;
+
+    if sig.asyncness.is_none() {
+        errors.push_at(sig.fn_token.span, "#[idempotent] requires an `async fn`");
+    }
+    let ret = match &sig.output {
+        ReturnType::Type(_, ty) if is_result(ty) => Some(ty.as_ref()),
+        ReturnType::Type(_, ty) => {
+            errors.push(syn::Error::new_spanned(
+                ty,
+                "#[idempotent] functions must return `Result<T, E>` (`T` is stored and replayed; an `Err` releases the key)",
+            ));
+            None
+        }
+        ReturnType::Default => {
+            errors.push_at(
+                sig.paren_token.span.close(),
+                "#[idempotent] functions must return `Result<T, E>`",
+            );
+            None
+        }
+    };
+
+    let mut params = Params {
+        receiver: None,
+        named: Vec::new(),
+    };
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) => params.receiver = Some(receiver.self_token.span),
+            FnArg::Typed(typed) => match &*typed.pat {
+                Pat::Ident(pat) if pat.subpat.is_none() => params.named.push(pat.ident.clone()),
+                other => errors.push(syn::Error::new_spanned(
+                    other,
+                    "#[idempotent] needs a plain name for each argument; destructure it in the body",
+                )),
+            },
+        }
+    }
+
+    for skipped in &args.skip {
+        if !params.contains(skipped) {
+            errors.push(syn::Error::new_spanned(
+                skipped,
+                format!("`skip`: `{}` has no parameter named `{skipped}`", sig.ident),
+            ));
+        }
+    }
+
+    let key_names_self = args.key.as_ref().is_some_and(|key| {
+        let mentioned = mentioned_idents(key.expr.to_token_stream());
+        if !mentioned.iter().any(|ident| params.contains(ident)) {
+            errors.push(syn::Error::new(
+                key.lit.span(),
+                format!(
+                    "`key` must use an argument of `{}`; it names none of its parameters",
+                    sig.ident
+                ),
+            ));
+        }
+        mentioned.iter().any(|ident| ident == "self")
+    });
+
+    errors.finish()?;
+    let ret = ret.expect("checked above");
+    Ok(generate(&args, item, &params, ret, key_names_self))
+}
+
+fn generate(
+    args: &Args,
+    item: &ItemFn,
+    params: &Params,
+    ret: &Type,
+    key_names_self: bool,
+) -> TokenStream {
+    let krate = args
+        .krate
+        .as_ref()
+        .map_or_else(|| quote!(::idem_core), ToTokens::to_token_stream);
+    let private = quote!(#krate::__private);
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = item;
+
+    let name = match &args.name {
+        Some(name) => name.to_token_stream(),
+        None => {
+            let suffix = format!("::{}", sig.ident);
+            quote!(::core::concat!(::core::module_path!(), #suffix))
+        }
+    };
+    let duration = |value: Option<std::time::Duration>, default_secs: u64| {
+        let value = value.unwrap_or(std::time::Duration::from_secs(default_secs));
+        let (secs, nanos) = (value.as_secs(), value.subsec_nanos());
+        quote!(#private::Duration::new(#secs, #nanos))
+    };
+    let ttl = duration(args.ttl, 24 * 60 * 60);
+    let wait = duration(args.wait, 60);
+    let lease = duration(args.lease, 30);
+    let in_flight = if args.in_flight_reject {
+        quote!(#private::InFlight::Reject)
+    } else {
+        quote!(#private::InFlight::Wait)
+    };
+    let cache_errors = args.cache_errors;
+
+    // The namespace's qualifiers: the `Self` type of a method (unless `name` is given) and
+    // the type arguments of a generic function.
+    let mut qualifiers = Vec::new();
+    if params.receiver.is_some() && args.name.is_none() {
+        qualifiers.push(quote!(::core::any::type_name::<Self>()));
+    }
+    for param in &sig.generics.params {
+        if let GenericParam::Type(ty) = param {
+            let ident = &ty.ident;
+            qualifiers.push(quote!(::core::any::type_name::<#ident>()));
+        }
+    }
+
+    // Every argument not skipped is fingerprinted (`self` only when the key names it).
+    let mut fingerprinted = Vec::new();
+    if let Some(span) = params.receiver
+        && key_names_self
+        && !args.skip.iter().any(|s| s == "self")
+    {
+        let this = Ident::new("self", span);
+        fingerprinted.push(quote_spanned!(span=> #private::arg(&#this)));
+    }
+    for ident in &params.named {
+        if !args.skip.contains(ident) {
+            fingerprinted.push(quote_spanned!(ident.span()=> #private::arg(&#ident)));
+        }
+    }
+    let key = match &args.key {
+        Some(key) => {
+            let expr = &key.expr;
+            quote_spanned!(key.lit.span()=> ::core::option::Option::Some(#private::arg(&(#expr))))
+        }
+        None => quote!(::core::option::Option::None::<&()>),
+    };
+
+    let store = match &args.store {
+        Some(expr) => quote_spanned!(expr.span()=> #private::custom_store(&(#expr))),
+        None => quote!(#private::default_store()),
+    };
+    let check_return = quote_spanned!(ret.span()=> #private::check_return::<#ret>(););
+    let (errors, check_cached) = if args.cache_errors {
+        (
+            quote!(#private::errors_cached()),
+            quote_spanned!(ret.span()=> #private::check_cached_error::<#ret>();),
+        )
+    } else {
+        (quote!(#private::errors_released()), quote!())
+    };
+    let run = if args.detach {
+        format_ident!("run_detached")
+    } else {
+        format_ident!("run")
+    };
+
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            static __IDEM_SPEC: #private::Spec = #private::Spec {
+                name: #name,
+                ttl: #ttl,
+                lease: #lease,
+                wait: #wait,
+                in_flight: #in_flight,
+                cache_errors: #cache_errors,
+            };
+            #check_return
+            #check_cached
+            let __idem_ids = #private::derive(
+                &__IDEM_SPEC,
+                &[#(#qualifiers),*],
+                #key,
+                &(#(#fingerprinted,)*),
+            );
+            #private::#run(
+                &__IDEM_SPEC,
+                #store,
+                __idem_ids,
+                #errors,
+                async move {
+                    #[allow(clippy::let_and_return, clippy::needless_return)]
+                    let __idem_return: #ret = #block;
+                    __idem_return
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// Whether `ty` looks like a `Result<T, E>` (`Result`, `io::Result<T>`, `anyhow::Result<T>`).
+fn is_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident.to_string().ends_with("Result")),
+        Type::Group(group) => is_result(&group.elem),
+        Type::Paren(paren) => is_result(&paren.elem),
+        _ => false,
+    }
+}
+
+/// Every identifier in an expression's tokens (for `key` naming a parameter).
+fn mentioned_idents(tokens: TokenStream) -> Vec<Ident> {
+    let mut out = Vec::new();
+    for tree in tokens {
+        match tree {
+            TokenTree::Ident(ident) => out.push(ident),
+            TokenTree::Group(group) => out.extend(mentioned_idents(group.stream())),
+            _ => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,159 @@
+//! The `#[idempotent]` attribute of [idem](https://docs.rs/idem-core). Depend on
+//! `idem-core`, which re-exports it; this crate only parses the attribute and generates a
+//! thin call into `idem_core::__private`.
+
+mod attr;
+mod expand;
+
+use proc_macro::TokenStream;
+use quote::ToTokens;
+use syn::ItemFn;
+
+/// Makes an async function idempotent: the first call with a key runs the body and stores
+/// its result; every later call with the same key, from this process or any other sharing
+/// the store, returns the stored result without running the body again.
+///
+/// The function must be `async` and return `Result<T, E>`, with
+/// `T: Serialize + DeserializeOwned` and `E: From<idem_core::Error>`.
+///
+/// # Options
+///
+/// | option | meaning | default |
+/// |---|---|---|
+/// | `key = "expr"` | a Rust expression over the arguments, evaluated by reference; its value (any `Serialize`) is the key | all arguments not skipped |
+/// | `ttl = "24h"` | how long a completed result is kept (humantime: `90s`, `30m`, `1h 30m`, `7d`; not zero) | `24h` |
+/// | `skip(a, b)` | arguments left out of the key and the payload fingerprint (`self` always is, unless the key names it) | none |
+/// | `store = expr` | the store, evaluated on each call (`SharedStore` or `&SharedStore`) | the process default store |
+/// | `name = "charge.v1"` | the stable namespace of the keys; bump it when the result type changes shape | module path + fn name (+ `Self` type, + type arguments) |
+/// | `in_flight = "wait"` / `"reject"` | a duplicate of a running call waits for its result, or fails with `Error::InProgress` | `wait` |
+/// | `wait = "60s"` | how long a waiting duplicate waits | `60s` |
+/// | `lease = "30s"` | how long a claim holds without renewal before it is presumed dead | `30s` |
+/// | `cache_errors` | also store `Err` results and replay them (`E: Serialize + DeserializeOwned`) | off |
+/// | `detach` | run the body to completion in a spawned task even if the caller is dropped (arguments owned, `'static`) | off |
+/// | `crate = "path"` | where the runtime crate is | `::idem_core` |
+///
+/// # Examples
+///
+/// The shared set-up of the examples below:
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize)]
+/// struct ChargeRequest { id: String, amount_cents: u64 }
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// struct Receipt { charge_id: String, amount_cents: u64 }
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// enum PayError { Declined, Idempotency(String) }
+/// impl From<idem_core::Error> for PayError {
+///     fn from(err: idem_core::Error) -> Self { PayError::Idempotency(err.to_string()) }
+/// }
+///
+/// struct Db; // a pool, a client: not part of the key
+///
+/// // `key`, `ttl`, `skip`: the request's id is the key; every non-skipped argument
+/// // (the whole request) is fingerprinted, so the same id with another amount is refused.
+/// #[idem_core::idempotent(key = "req.id", ttl = "24h", skip(db))]
+/// async fn charge(req: ChargeRequest, db: &Db) -> Result<Receipt, PayError> {
+///     Ok(Receipt { charge_id: format!("ch_{}", req.id), amount_cents: req.amount_cents })
+/// }
+///
+/// // `name`, `in_flight`, `wait`, `lease`: a stable namespace; a duplicate that arrives while
+/// // the first call runs fails at once instead of waiting.
+/// #[idem_core::idempotent(name = "refund.v1", in_flight = "reject", wait = "5s", lease = "10s")]
+/// async fn refund(charge_id: String) -> Result<u64, PayError> {
+///     Ok(42)
+/// }
+///
+/// // `cache_errors`: a declined card is a final answer; replay it instead of retrying.
+/// #[idem_core::idempotent(cache_errors, ttl = "1h")]
+/// async fn authorize(card: String) -> Result<bool, PayError> {
+///     if card.ends_with("0002") { Err(PayError::Declined) } else { Ok(true) }
+/// }
+///
+/// // `detach`: once started, the body finishes and its result is stored even if the
+/// // caller's future is dropped (a client that hung up).
+/// #[idem_core::idempotent(detach)]
+/// async fn ship(order_id: u64) -> Result<String, PayError> {
+///     Ok(format!("parcel-{order_id}"))
+/// }
+///
+/// // `store`: a store other than the process default; `crate`: the runtime's path.
+/// static AUDIT: std::sync::LazyLock<idem_core::SharedStore> =
+///     std::sync::LazyLock::new(|| idem_core::SharedStore::new(idem_core::MokaStore::new()));
+///
+/// #[idem_core::idempotent(store = &*AUDIT, crate = "::idem_core")]
+/// async fn audit(event: String) -> Result<(), PayError> {
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let req = || ChargeRequest { id: "order-1".into(), amount_cents: 500 };
+/// let first = charge(req(), &Db).await.unwrap();
+/// assert_eq!(charge(req(), &Db).await.unwrap(), first);
+/// let other = ChargeRequest { id: "order-1".into(), amount_cents: 900 };
+/// assert!(matches!(charge(other, &Db).await, Err(PayError::Idempotency(_))));
+/// assert_eq!(refund("ch_1".into()).await.unwrap(), 42);
+/// assert!(matches!(authorize("4000000000000002".into()).await, Err(PayError::Declined)));
+/// assert_eq!(ship(7).await.unwrap(), "parcel-7");
+/// audit("login".into()).await.unwrap();
+/// # }
+/// ```
+///
+/// Methods take the `Self` type into their namespace; generic functions, their type
+/// arguments:
+///
+/// ```
+/// # #[derive(Debug)] struct E;
+/// # impl From<idem_core::Error> for E { fn from(_: idem_core::Error) -> Self { E } }
+/// struct Mailer;
+///
+/// impl Mailer {
+///     #[idem_core::idempotent(key = "to")]
+///     async fn send(&self, to: &str, body: &str) -> Result<u64, E> {
+///         Ok(body.len() as u64)
+///     }
+/// }
+///
+/// #[idem_core::idempotent]
+/// async fn store_one<T: serde::Serialize + Send + Sync>(item: T) -> Result<(), E> {
+///     Ok(())
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(Mailer.send("ada@example.com", "hi").await.unwrap(), 2);
+/// store_one(5u8).await.unwrap();
+/// # }
+/// ```
+///
+/// Mistakes in the attribute are compile errors on the offending token:
+///
+/// ```compile_fail
+/// # #[derive(Debug)] struct E;
+/// # impl From<idem_core::Error> for E { fn from(_: idem_core::Error) -> Self { E } }
+/// #[idem_core::idempotent(ttl = "0s")] // `ttl` must be longer than zero
+/// async fn f(x: u32) -> Result<u32, E> { Ok(x) }
+/// ```
+#[proc_macro_attribute]
+pub fn idempotent(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = match syn::parse::<ItemFn>(item.clone()) {
+        Ok(function) => function,
+        Err(err) => {
+            let mut out = err.to_compile_error();
+            out.extend(proc_macro2::TokenStream::from(item));
+            return out.into();
+        }
+    };
+    let expanded = syn::parse::<attr::Args>(attr).and_then(|args| expand::expand(args, &function));
+    match expanded {
+        Ok(tokens) => tokens.into(),
+        // Keep the original function, so one mistake does not cascade into others.
+        Err(err) => {
+            let mut out = err.to_compile_error();
+            out.extend(function.into_token_stream());
+            out.into()
+        }
+    }
+}
