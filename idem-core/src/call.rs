@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::codec::{self, Stored};
+use crate::codec::{self, DecodeFn, EncodeFn, Stored};
 use crate::error::Error;
 use crate::event::{self, Outcome};
 use crate::flight::{self, FlightLead, Joined};
@@ -53,8 +53,8 @@ const POLL_MAX: Duration = Duration::from_millis(250);
 
 /// How an `Err` outcome is encoded and decoded: only with `cache_errors`.
 pub struct ErrCodec<E> {
-    pub(crate) encode: Option<fn(&E) -> Result<Vec<u8>, Error>>,
-    pub(crate) decode: Option<fn(&[u8]) -> Result<E, Error>>,
+    pub(crate) encode: Option<EncodeFn<E>>,
+    pub(crate) decode: Option<DecodeFn<E>>,
 }
 
 impl<E> ErrCodec<E> {
@@ -132,7 +132,8 @@ impl<E: From<Error>> Call<'_, E> {
     {
         let store = self.store.store();
         let mut waited = false;
-        let mut backoff = POLL_START;
+        let (poll_start, poll_max) = store.poll_backoff();
+        let mut backoff = poll_start;
         loop {
             let claim = match store.claim_now(&self.key, &self.fingerprint, self.spec.lease) {
                 Some(claim) => claim,
@@ -185,7 +186,7 @@ impl<E: From<Error>> Call<'_, E> {
                         }
                         NoticeKind::Poll => {
                             tokio::time::sleep_until(deadline.min(now + backoff)).await;
-                            backoff = (backoff * 2).min(POLL_MAX);
+                            backoff = (backoff * 2).min(poll_max);
                         }
                     }
                 }

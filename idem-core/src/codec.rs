@@ -9,6 +9,11 @@ use crate::error::Error;
 const OK_TAG: u8 = b'O';
 const ERR_TAG: u8 = b'E';
 
+/// Encodes a value into a stored outcome.
+pub(crate) type EncodeFn<V> = fn(&V) -> Result<Vec<u8>, Error>;
+/// Decodes a value from the JSON of a stored outcome.
+pub(crate) type DecodeFn<V> = fn(&[u8]) -> Result<V, Error>;
+
 /// A stored outcome, decoded.
 pub(crate) enum Stored<T, E> {
     Ok(T),
@@ -34,7 +39,7 @@ fn encode<V: Serialize>(tag: u8, value: &V) -> Result<Vec<u8>, Error> {
 /// errors (a stored `Err` is then a codec error, never a rerun).
 pub(crate) fn decode<T: DeserializeOwned, E>(
     bytes: &[u8],
-    decode_err: Option<fn(&[u8]) -> Result<E, Error>>,
+    decode_err: Option<DecodeFn<E>>,
 ) -> Result<Stored<T, E>, Error> {
     match bytes.split_first() {
         Some((&OK_TAG, json)) => serde_json::from_slice(json)

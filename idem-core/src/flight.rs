@@ -16,12 +16,12 @@ type Published = Option<Arc<Record>>;
 
 const SHARDS: usize = 16;
 
-static FLIGHTS: LazyLock<[Mutex<HashMap<FlightId, watch::Receiver<Published>>>; SHARDS]> =
+type Flights = HashMap<FlightId, watch::Receiver<Published>>;
+
+static FLIGHTS: LazyLock<[Mutex<Flights>; SHARDS]> =
     LazyLock::new(|| std::array::from_fn(|_| Mutex::new(HashMap::new())));
 
-fn shard(
-    id: &FlightId,
-) -> std::sync::MutexGuard<'static, HashMap<FlightId, watch::Receiver<Published>>> {
+fn shard(id: &FlightId) -> std::sync::MutexGuard<'static, Flights> {
     FLIGHTS[id.1.as_bytes()[0] as usize % SHARDS]
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
