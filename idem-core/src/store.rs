@@ -221,6 +221,13 @@ pub trait Store: Send + Sync + 'static {
         true
     }
 
+    /// The bounds of a waiter's polling when `claim` answers `InProgress` with
+    /// [`ChangeNotice::poll`]: the first delay, doubled after each poll up to the second.
+    /// The default is 5 ms up to 250 ms.
+    fn poll_backoff(&self) -> (Duration, Duration) {
+        (Duration::from_millis(5), Duration::from_millis(250))
+    }
+
     /// A short name for logs and events (`"moka"`, `"redis"`).
     fn kind(&self) -> &'static str {
         "custom"
