@@ -47,6 +47,8 @@ mod global;
 mod key;
 #[cfg(feature = "moka")]
 mod moka;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 
 #[doc(hidden)]
@@ -57,6 +59,9 @@ pub use global::{current_key, default_store, forget, install, install_key_hasher
 pub use key::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
 #[cfg(feature = "moka")]
 pub use moka::{DEFAULT_MAX_CAPACITY, MokaStore, MokaStoreBuilder};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{RedisStore, RedisStoreBuilder};
 pub use store::{
     BoxFuture, ChangeNotice, Claim, RECORD_VERSION, Record, SharedStore, Store, Token,
 };

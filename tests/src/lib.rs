@@ -1,4 +1,4 @@
-//! Shared helpers of idem's integration tests.
+//! Shared helpers of idem's integration tests (and the Redis servers and worker processes of the Redis tests).
 
 use serde::{Deserialize, Serialize};
 
@@ -37,3 +37,5 @@ impl From<idem_core::Error> for TestError {
         })
     }
 }
+
+pub mod redis_server;

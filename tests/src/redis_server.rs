@@ -1,0 +1,450 @@
+//! Real Redis servers for the tests: spawned on free loopback ports, torn down on drop.
+//!
+//! `IDEM_REDIS_URL` points the non-fault tests at an existing server; fault tests always
+//! spawn their own and never touch 127.0.0.1:6379. With `CI=true`, a missing
+//! `redis-server` fails the test instead of skipping it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether `redis-server` (and `redis-cli`) can be run. With `CI=true` a missing binary
+/// panics, so CI never silently skips the Redis tests.
+pub fn redis_available() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("redis-server is not installed, and CI=true: the Redis tests must run");
+        }
+        eprintln!("SKIPPED: redis-server is not installed (install it to run the Redis tests)");
+    }
+    found
+}
+
+/// A loopback port that is free now (and, with `with_bus`, so is port + 10000).
+pub fn free_port(with_bus: bool) -> u16 {
+    for _ in 0..200 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = listener.local_addr().expect("local addr").port();
+        if port == 6379 || (with_bus && port > 55535) {
+            continue;
+        }
+        if with_bus && TcpListener::bind(("127.0.0.1", port + 10000)).is_err() {
+            continue;
+        }
+        return port;
+    }
+    panic!("no free loopback port found");
+}
+
+fn scratch_dir(port: u16) -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "idem-redis-{}-{port}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create a scratch dir");
+    dir
+}
+
+/// One `redis-server` child process on 127.0.0.1.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    cluster: bool,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers.
+    pub fn spawn() -> RedisServer {
+        Self::spawn_on(free_port(false))
+    }
+
+    /// Starts a server on `port` and waits until it answers.
+    pub fn spawn_on(port: u16) -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: scratch_dir(port),
+            cluster: false,
+        };
+        server.start();
+        server
+    }
+
+    /// Starts a cluster-enabled node on `port` (its bus port is port + 10000).
+    pub fn spawn_cluster_node(port: u16) -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: scratch_dir(port),
+            cluster: true,
+        };
+        server.start();
+        server
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(self.dir.join("nodes.conf"))
+                .args(["--cluster-node-timeout", "5000"]);
+        }
+        self.child = Some(cmd.spawn().expect("spawn redis-server"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the server answers `PING`.
+    fn answers(&self) -> bool {
+        self.command(&["PING"])
+            .is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// Sends one command (RESP) and returns the raw first reply line(s), or `None`.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut out = format!("*{}\r\n", args.len());
+        for arg in args {
+            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(out.as_bytes()).ok()?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        if let Some(len) = line.strip_prefix('$') {
+            let len: i64 = len.trim().parse().ok()?;
+            if len < 0 {
+                return Some(line);
+            }
+            let mut body = vec![0u8; len as usize + 2];
+            reader.read_exact(&mut body).ok()?;
+            body.truncate(len as usize);
+            return Some(String::from_utf8_lossy(&body).into_owned());
+        }
+        Some(line)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL, then waits until the port refuses).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = stream.shutdown(Shutdown::Both);
+            assert!(Instant::now() < deadline, "port {} still open", self.port);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again on the same port (an empty data set).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    /// `INFO commandstats` as (command, calls) pairs, e.g. `("evalsha", 3)`.
+    pub fn command_calls(&self) -> Vec<(String, u64)> {
+        let info = self
+            .command(&["INFO", "commandstats"])
+            .expect("INFO commandstats");
+        info.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("cmdstat_")?;
+                let (name, stats) = rest.split_once(':')?;
+                let calls = stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))?
+                    .parse()
+                    .ok()?;
+                Some((name.to_string(), calls))
+            })
+            .collect()
+    }
+
+    /// The calls of one command in `INFO commandstats` (0 if never called).
+    pub fn calls_of(&self, command: &str) -> u64 {
+        self.command_calls()
+            .into_iter()
+            .find(|(name, _)| name == command)
+            .map_or(0, |(_, calls)| calls)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The URL of a Redis for tests that do not injure it: `IDEM_REDIS_URL` when set, else a
+/// server spawned for the caller (kept alive by the returned guard). `None` when there is
+/// no `redis-server` and `CI` is not set.
+pub fn shared_redis() -> Option<(String, Option<RedisServer>)> {
+    if let Ok(url) = std::env::var("IDEM_REDIS_URL")
+        && !url.trim().is_empty()
+    {
+        return Some((url, None));
+    }
+    if !redis_available() {
+        return None;
+    }
+    let server = RedisServer::spawn();
+    Some((server.url(), Some(server)))
+}
+
+/// A local 3-node Redis Cluster (no replicas) on free loopback ports.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled nodes, joins them with `redis-cli --cluster create`,
+    /// and waits until the cluster state is `ok` on every node.
+    pub fn spawn() -> RedisCluster {
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 3 {
+            let port = free_port(true);
+            if !ports.contains(&port) && !ports.iter().any(|p| p.abs_diff(port) == 10000) {
+                ports.push(port);
+            }
+        }
+        let nodes: Vec<RedisServer> = ports
+            .iter()
+            .map(|&p| RedisServer::spawn_cluster_node(p))
+            .collect();
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = nodes.iter().all(|n| {
+                n.command(&["CLUSTER", "INFO"])
+                    .is_some_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
+
+/// A worker process whose stdout lines are collected with the instant each arrived.
+pub struct Worker {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
+    seen: Vec<(Instant, String)>,
+}
+
+impl Worker {
+    /// Starts `program` with `args`, stdin piped (for [`Worker::go`]), stdout collected.
+    pub fn spawn(program: &str, args: &[String]) -> Worker {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn a worker");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Worker {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (at most `timeout`) for a line starting with `prefix`; returns it and when it
+    /// arrived.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> Option<(Instant, String)> {
+        if let Some(found) = self.seen.iter().find(|(_, l)| l.starts_with(prefix)) {
+            return Some(found.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let (at, line) = self.lines.recv_timeout(left).ok()?;
+            self.seen.push((at, line.clone()));
+            if line.starts_with(prefix) {
+                return Some((at, line));
+            }
+        }
+    }
+
+    /// Whether a line starting with `prefix` arrived so far (without waiting).
+    pub fn has_line(&mut self, prefix: &str) -> bool {
+        while let Ok(entry) = self.lines.try_recv() {
+            self.seen.push(entry);
+        }
+        self.seen.iter().any(|(_, l)| l.starts_with(prefix))
+    }
+
+    /// Tells a worker waiting on stdin to start.
+    pub fn go(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        stdin.write_all(b"GO\n").expect("write GO");
+        stdin.flush().expect("flush GO");
+    }
+
+    /// Sends a signal (`"KILL"`, `"STOP"`, `"CONT"`) to the worker.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits (at most `timeout`) for the worker to exit and returns all its lines.
+    pub fn finish(mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                assert!(
+                    status.success() || status.code().is_none(),
+                    "worker failed: {status}"
+                );
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "worker did not finish within {timeout:?}; lines: {:?}",
+                    self.seen
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The reader thread ends at EOF.
+        while let Ok(entry) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(entry);
+        }
+        std::mem::take(&mut self.seen)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Lines of an execution log (one line per body run), or none if it does not exist.
+pub fn read_log(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// A fresh path for an execution log in the temp dir.
+pub fn log_path(name: &str) -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "idem-log-{name}-{}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ))
+}
+
+/// A unique id for a test's keys, so tests sharing one server never meet.
+pub fn unique(name: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{name}-{}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    )
+}

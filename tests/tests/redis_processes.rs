@@ -1,0 +1,199 @@
+//! `RedisStore` across OS processes: each worker is a separate process
+//! (`src/bin/idem_redis_worker.rs`) with its own connection, sharing one Redis.
+//!
+//! Bursts, a later replay, a SIGKILLed holder taken over after its lease (not before), a
+//! SIGSTOPped holder fenced after a takeover, payload mismatch across processes.
+
+use std::time::{Duration, Instant};
+
+use tests::redis_server::{Worker, log_path, read_log, shared_redis, unique};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_idem_redis_worker");
+
+fn worker(
+    url: &str,
+    order: &str,
+    amount: u64,
+    callers: usize,
+    body_ms: u64,
+    log: &std::path::Path,
+    wait_go: bool,
+) -> Worker {
+    let mut args = vec![
+        "--url".to_string(),
+        url.to_string(),
+        "--order".to_string(),
+        order.to_string(),
+        "--amount".to_string(),
+        amount.to_string(),
+        "--callers".to_string(),
+        callers.to_string(),
+        "--body-ms".to_string(),
+        body_ms.to_string(),
+        "--log".to_string(),
+        log.display().to_string(),
+    ];
+    if wait_go {
+        args.push("--wait-go".to_string());
+    }
+    Worker::spawn(WORKER, &args)
+}
+
+/// The charge ids of the `OK` lines.
+fn receipts(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("OK "))
+        .map(|rest| rest.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Runs `processes` workers × `callers` callers on one key, released together; checks one
+/// execution and one result; then a process started later replays it.
+pub fn burst_across_processes(url: &str, processes: usize, callers: usize) {
+    let order = unique("burst");
+    let log = log_path("burst");
+    let mut workers: Vec<Worker> = (0..processes)
+        .map(|_| worker(url, &order, 100, callers, 300, &log, true))
+        .collect();
+    for w in &mut workers {
+        w.wait_line("READY", LONG).expect("worker ready");
+    }
+    for w in &mut workers {
+        w.go();
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        let lines = w.finish(LONG);
+        assert!(!lines.iter().any(|l| l.starts_with("ERR")), "{lines:?}");
+        all.extend(receipts(&lines));
+    }
+    let executions = read_log(&log);
+    println!(
+        "{processes} processes x {callers} callers: {} execution(s), {} results",
+        executions.len(),
+        all.len()
+    );
+    assert_eq!(executions.len(), 1, "{executions:?}");
+    assert_eq!(all.len(), processes * callers);
+    assert!(
+        all.iter().all(|r| *r == all[0]),
+        "every caller got the same result"
+    );
+    assert!(executions[0].ends_with(&all[0]));
+
+    let later = worker(url, &order, 100, 1, 300, &log, false).finish(LONG);
+    assert_eq!(
+        receipts(&later),
+        vec![all[0].clone()],
+        "a later process replays"
+    );
+    assert_eq!(read_log(&log).len(), 1);
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn processes_times_concurrent_callers_run_the_body_once() {
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    burst_across_processes(&url, 4, 25);
+}
+
+#[test]
+fn a_killed_holder_is_taken_over_after_its_lease_not_before() {
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let order = unique("kill");
+    let log = log_path("kill");
+    let mut holder = worker(&url, &order, 100, 1, 20_000, &log, false);
+    holder.wait_line("STARTED", LONG).expect("holder started");
+    let mut successor = worker(&url, &order, 100, 1, 50, &log, false);
+    successor.wait_line("READY", LONG).expect("successor ready");
+    // The holder is alive and renews: 2 leases later the successor is still waiting.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(
+        !successor.has_line("STARTED"),
+        "taken over while the holder lived"
+    );
+
+    holder.signal("KILL");
+    let killed = Instant::now();
+    let (started, _) = successor
+        .wait_line("STARTED", Duration::from_secs(10))
+        .expect("the successor took over");
+    let takeover = started.duration_since(killed);
+    println!("SIGKILLed holder (lease 1 s): taken over after {takeover:?}");
+    // The last renewal was at most a third of a lease before the kill.
+    assert!(
+        takeover >= Duration::from_millis(550),
+        "taken over before the lease ended: {takeover:?}"
+    );
+    assert!(takeover <= Duration::from_millis(2500), "took {takeover:?}");
+    let lines = successor.finish(LONG);
+    assert_eq!(receipts(&lines).len(), 1, "{lines:?}");
+    assert_eq!(
+        read_log(&log).len(),
+        2,
+        "the killed holder's run and the successor's"
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn a_frozen_holder_resumed_after_a_takeover_cannot_overwrite_the_new_result() {
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let order = unique("stop");
+    let log = log_path("stop");
+    let mut frozen = worker(&url, &order, 100, 1, 1500, &log, false);
+    frozen.wait_line("STARTED", LONG).expect("holder started");
+    frozen.signal("STOP");
+    // Past its lease (1 s), with no renewal possible.
+    std::thread::sleep(Duration::from_millis(1300));
+
+    let successor = worker(&url, &order, 100, 1, 50, &log, false).finish(LONG);
+    let new = receipts(&successor);
+    assert_eq!(new.len(), 1, "the successor took over: {successor:?}");
+
+    frozen.signal("CONT");
+    let resumed = frozen.finish(LONG);
+    let old = receipts(&resumed);
+    // A side effect that ran is never reported as failed: the frozen caller gets its own
+    // result, but it is not stored.
+    assert_eq!(old.len(), 1, "{resumed:?}");
+    assert_ne!(old, new);
+
+    let later = worker(&url, &order, 100, 1, 50, &log, false).finish(LONG);
+    assert_eq!(receipts(&later), new, "the successor's record stands");
+    assert_eq!(read_log(&log).len(), 2);
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn a_payload_mismatch_across_processes_is_refused_and_identical_payloads_replay() {
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let order = unique("mismatch");
+    let log = log_path("mismatch");
+    let first = receipts(&worker(&url, &order, 100, 1, 10, &log, false).finish(LONG));
+    assert_eq!(first.len(), 1);
+    let other = worker(&url, &order, 200, 3, 10, &log, false).finish(LONG);
+    assert_eq!(
+        other
+            .iter()
+            .filter(|l| l.starts_with("ERR PayloadMismatch"))
+            .count(),
+        3,
+        "{other:?}"
+    );
+    let same = receipts(&worker(&url, &order, 100, 3, 10, &log, false).finish(LONG));
+    assert_eq!(same, vec![first[0].clone(); 3], "identical payloads replay");
+    assert_eq!(read_log(&log).len(), 1);
+    let _ = std::fs::remove_file(&log);
+}

@@ -1,0 +1,581 @@
+//! `RedisStore` in one process, against real Redis servers: round trips per call, the
+//! record protocol (takeover, fencing), renewal, cancellation, corrupt values, and faults
+//! (server down, server back, complete failing after the body ran).
+//!
+//! Tests that do not injure the server use `IDEM_REDIS_URL` when it is set, else their own
+//! `redis-server`; fault tests always spawn their own on a free loopback port.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use idem_core::{Error, KeyHasher, RedisStore, SharedStore, Store, idempotent};
+use tests::redis_server::{RedisServer, free_port, redis_available, shared_redis, unique};
+use tests::{IdemKind, TestError};
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// What a test function's body sees: the store, a run counter, how long the body takes,
+/// and an optional action run inside the body.
+struct Ctx {
+    store: SharedStore,
+    runs: Arc<AtomicUsize>,
+    body: Duration,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl Ctx {
+    fn new(store: SharedStore, body: Duration) -> Ctx {
+        Ctx {
+            store,
+            runs: Arc::new(AtomicUsize::new(0)),
+            body,
+            hook: Mutex::new(None),
+        }
+    }
+
+    fn runs(&self) -> usize {
+        self.runs.load(SeqCst)
+    }
+}
+
+async fn body(id: &str, amount: u64, ctx: &Ctx) -> Result<String, TestError> {
+    let run = ctx.runs.fetch_add(1, SeqCst) + 1;
+    let hook = ctx.hook.lock().unwrap().take();
+    if let Some(hook) = hook {
+        hook();
+    }
+    tokio::time::sleep(ctx.body).await;
+    Ok(format!("receipt-{id}-{amount}-run{run}"))
+}
+
+/// Lease 1 s: waiters wait up to 10 s.
+#[idempotent(key = "id", name = "tests.redis.charge.v1", lease = "1s", wait = "10s", skip(ctx), store = &ctx.store)]
+async fn charge(id: String, amount: u64, ctx: &Ctx) -> Result<String, TestError> {
+    body(&id, amount, ctx).await
+}
+
+/// The same function (same name and key), but a duplicate fails at once.
+#[idempotent(key = "id", name = "tests.redis.charge.v1", lease = "1s", in_flight = "reject", skip(ctx), store = &ctx.store)]
+async fn charge_or_reject(id: String, amount: u64, ctx: &Ctx) -> Result<String, TestError> {
+    body(&id, amount, ctx).await
+}
+
+/// A long lease, so "released at once" and "freed by the lease" are far apart.
+#[idempotent(key = "id", name = "tests.redis.long_lease.v1", lease = "20s", wait = "10s", skip(ctx), store = &ctx.store)]
+async fn charge_long_lease(id: String, amount: u64, ctx: &Ctx) -> Result<String, TestError> {
+    body(&id, amount, ctx).await
+}
+
+fn key_of(id: &str) -> idem_core::Key {
+    KeyHasher::unkeyed()
+        .key(&["tests.redis.charge.v1"], &id)
+        .unwrap()
+}
+
+async fn raw_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+macro_rules! shared_or_skip {
+    () => {
+        match shared_redis() {
+            Some(found) => found,
+            None => return,
+        }
+    };
+}
+
+macro_rules! spawned_or_skip {
+    () => {{
+        if !redis_available() {
+            return;
+        }
+        RedisServer::spawn()
+    }};
+}
+
+/// The client commands the store sent since the last `CONFIG RESETSTAT`, counted from
+/// `INFO commandstats`. The commands a script runs inside Redis (`GET`, `TIME`, `SET`,
+/// `DEL`) are counted there too: each script starts with exactly one `GET`, so the check
+/// that `get == evalsha + eval` proves that no client `GET` (or any other command) was sent.
+fn store_commands(server: &RedisServer) -> u64 {
+    let calls = server.command_calls();
+    let of = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
+    let scripts = of("evalsha") + of("eval");
+    for (name, count) in &calls {
+        assert!(
+            [
+                "evalsha", "eval", "get", "set", "time", "del", "info", "ping"
+            ]
+            .contains(&name.as_str())
+                || name.starts_with("config"),
+            "unexpected command {name} ({count})"
+        );
+    }
+    assert_eq!(
+        of("get"),
+        scripts,
+        "one GET per script run, no client GET: {calls:?}"
+    );
+    scripts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_call_costs_two_commands_and_a_hit_one() {
+    let server = spawned_or_skip!();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(10));
+    server.command(&["CONFIG", "RESETSTAT"]).unwrap();
+
+    let first = charge("rt-1".into(), 100, &ctx).await.unwrap();
+    assert_eq!(
+        store_commands(&server),
+        2,
+        "a first call is claim + complete"
+    );
+    assert_eq!(
+        server.calls_of("evalsha"),
+        2,
+        "both EVALSHA, no script upload"
+    );
+
+    for hit in 1..=3u64 {
+        assert_eq!(charge("rt-1".into(), 100, &ctx).await.unwrap(), first);
+        assert_eq!(store_commands(&server), 2 + hit, "a hit is one EVALSHA");
+        assert_eq!(server.calls_of("evalsha"), 2 + hit);
+    }
+    assert_eq!(ctx.runs(), 1);
+    println!("commands: first call 2 (EVALSHA claim, EVALSHA complete), hit 1 (EVALSHA claim)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_come_back_after_a_script_flush() {
+    let server = spawned_or_skip!();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(1));
+    server.command(&["SCRIPT", "FLUSH"]).unwrap();
+    let first = charge("flush-1".into(), 1, &ctx).await.unwrap();
+    assert_eq!(charge("flush-1".into(), 1, &ctx).await.unwrap(), first);
+    assert_eq!(ctx.runs(), 1);
+    // The NOSCRIPT fall-back (EVAL) cached the script again: later calls are EVALSHA only.
+    server.command(&["CONFIG", "RESETSTAT"]).unwrap();
+    assert_eq!(charge("flush-1".into(), 1, &ctx).await.unwrap(), first);
+    assert_eq!(store_commands(&server), 1);
+    assert_eq!(server.calls_of("evalsha"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_waiters_share_one_claim_and_one_poller() {
+    let server = spawned_or_skip!();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let ctx = Arc::new(Ctx::new(
+        SharedStore::new(store),
+        Duration::from_millis(300),
+    ));
+    server.command(&["CONFIG", "RESETSTAT"]).unwrap();
+    let callers: Vec<_> = (0..500)
+        .map(|_| {
+            let ctx = Arc::clone(&ctx);
+            tokio::spawn(async move { charge("flight-1".into(), 5, &ctx).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for caller in callers {
+        results.push(caller.await.unwrap().unwrap());
+    }
+    assert_eq!(ctx.runs(), 1);
+    assert!(results.iter().all(|r| *r == results[0]));
+    let evalsha = server.calls_of("evalsha");
+    println!("500 local callers of one key: {evalsha} EVALSHA commands");
+    assert!(evalsha <= 6, "500 local callers sent {evalsha} commands");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_key_is_the_hash_under_the_prefix_and_holds_no_raw_arguments() {
+    let (url, _server) = shared_or_skip!();
+    let prefix = unique("layout");
+    let store = RedisStore::builder(url.clone())
+        .prefix(prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    let id = "customer-ada@example.com";
+    let ctx = Ctx::new(SharedStore::new(store.clone()), Duration::from_millis(1));
+    charge(id.into(), 4242, &ctx).await.unwrap();
+
+    let mut conn = raw_conn(&url).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let expected = format!("{prefix}:{}", key_of(id));
+    assert_eq!(keys, vec![expected.clone()]);
+    assert_eq!(store.redis_key(&key_of(id)), expected);
+    let value: Vec<u8> = redis::cmd("GET")
+        .arg(&expected)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(value[0], b'R');
+    assert_eq!(value[1], idem_core::RECORD_VERSION);
+    let fp = KeyHasher::unkeyed().fingerprint(&(id, 4242u64)).unwrap();
+    assert_eq!(&value[2..34], fp.as_bytes(), "then the payload fingerprint");
+    assert_eq!(
+        &value[34..],
+        format!("O\"receipt-{id}-4242-run1\"").as_bytes(),
+        "then the encoded result, and nothing else"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&expected)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 23 * 3600 * 1000,
+        "the default ttl is 24h, got {ttl} ms"
+    );
+
+    // forget removes it; the next call runs the body again.
+    assert!(
+        SharedStore::new(store.clone())
+            .forget(&key_of(id))
+            .await
+            .unwrap()
+    );
+    assert!(!SharedStore::new(store).forget(&key_of(id)).await.unwrap());
+    charge(id.into(), 4242, &ctx).await.unwrap();
+    assert_eq!(ctx.runs(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_claim_is_taken_over_and_the_old_holder_is_fenced() {
+    let (url, _server) = shared_or_skip!();
+    let store = RedisStore::builder(url)
+        .prefix(unique("fence"))
+        .build()
+        .await
+        .unwrap();
+    let key = key_of("fence-1");
+    let fp = KeyHasher::unkeyed()
+        .fingerprint(&("fence-1", 1u64))
+        .unwrap();
+    let lease = Duration::from_millis(300);
+
+    let idem_core::Claim::Claimed {
+        token: old,
+        taken_over,
+    } = store.claim(&key, &fp, lease).await.unwrap()
+    else {
+        panic!("a free key is claimed");
+    };
+    assert!(!taken_over);
+    assert!(matches!(
+        store.claim(&key, &fp, lease).await.unwrap(),
+        idem_core::Claim::InProgress(_)
+    ));
+    assert!(store.renew(&key, old, lease).await.unwrap());
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+
+    let idem_core::Claim::Claimed {
+        token: new,
+        taken_over,
+    } = store.claim(&key, &fp, lease).await.unwrap()
+    else {
+        panic!("a lapsed claim is taken over");
+    };
+    assert!(taken_over, "the store reports the takeover");
+    assert_ne!(old, new);
+
+    // The old holder can neither renew, nor complete, nor release.
+    let stale = Arc::new(idem_core::Record::new(fp, b"O\"old\"".to_vec()));
+    assert!(!store.renew(&key, old, lease).await.unwrap());
+    assert!(
+        !store
+            .complete(&key, old, stale, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(!store.release(&key, old).await.unwrap());
+    let fresh = Arc::new(idem_core::Record::new(fp, b"O\"new\"".to_vec()));
+    assert!(
+        store
+            .complete(&key, new, fresh, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.release(&key, new).await.unwrap(),
+        "a completed record is not a claim"
+    );
+    match store.claim(&key, &fp, lease).await.unwrap() {
+        idem_core::Claim::Completed(record) => assert_eq!(record.value(), b"O\"new\""),
+        other => panic!("expected the new holder's record, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_three_times_longer_than_its_lease_is_not_taken_over() {
+    let (url, _server) = shared_or_skip!();
+    let prefix = unique("renew");
+    let holder_store = RedisStore::builder(url.clone())
+        .prefix(prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    // A second store (its own connection, no shared single-flight) plays another process.
+    let prober_store = RedisStore::builder(url)
+        .prefix(prefix)
+        .build()
+        .await
+        .unwrap();
+    let holder = Arc::new(Ctx::new(
+        SharedStore::new(holder_store),
+        Duration::from_millis(3000),
+    ));
+    let mut prober = Ctx::new(SharedStore::new(prober_store), Duration::from_millis(1));
+    prober.runs = Arc::clone(&holder.runs);
+
+    let started = Instant::now();
+    let running = {
+        let holder = Arc::clone(&holder);
+        tokio::spawn(async move { charge("renew-1".into(), 9, &holder).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut probes = 0;
+    while started.elapsed() < Duration::from_millis(2800) {
+        match charge_or_reject("renew-1".into(), 9, &prober).await {
+            Err(TestError::Idem(IdemKind::InProgress)) => probes += 1,
+            other => panic!("probe at {:?} got {other:?}", started.elapsed()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(probes >= 20, "{probes} probes");
+    let result = running.await.unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(3000));
+    assert_eq!(holder.runs(), 1, "the body ran once, never taken over");
+    assert_eq!(
+        charge_or_reject("renew-1".into(), 9, &prober)
+            .await
+            .unwrap(),
+        result
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_releases_its_claim_at_once() {
+    let (url, _server) = shared_or_skip!();
+    let store = RedisStore::builder(url)
+        .prefix(unique("cancel"))
+        .build()
+        .await
+        .unwrap();
+    let ctx = Ctx::new(SharedStore::new(store), Duration::from_secs(30));
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(200),
+        charge_long_lease("cancel-1".into(), 3, &ctx),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the call was cancelled");
+    assert_eq!(ctx.runs(), 1);
+
+    let mut quick = Ctx::new(ctx.store.clone(), Duration::from_millis(1));
+    quick.runs = Arc::clone(&ctx.runs);
+    let retry_started = Instant::now();
+    let result = charge_long_lease("cancel-1".into(), 3, &quick)
+        .await
+        .unwrap();
+    let took = retry_started.elapsed();
+    assert_eq!(result, "receipt-cancel-1-3-run2");
+    assert!(
+        took < Duration::from_secs(2),
+        "the retry waited {took:?} (lease is 20 s)"
+    );
+    println!("retry after cancellation ran after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_mismatch_is_refused_and_an_identical_payload_replays() {
+    let (url, _server) = shared_or_skip!();
+    let store = RedisStore::builder(url)
+        .prefix(unique("payload"))
+        .build()
+        .await
+        .unwrap();
+    let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(1));
+    let first = charge("pay-1".into(), 100, &ctx).await.unwrap();
+    assert_eq!(
+        charge("pay-1".into(), 200, &ctx).await,
+        Err(TestError::Idem(IdemKind::PayloadMismatch))
+    );
+    for _ in 0..3 {
+        assert_eq!(charge("pay-1".into(), 100, &ctx).await.unwrap(), first);
+    }
+    assert_eq!(ctx.runs(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_value_is_a_codec_error_and_the_body_does_not_run() {
+    let (url, _server) = shared_or_skip!();
+    let prefix = unique("corrupt");
+    let store = RedisStore::builder(url.clone())
+        .prefix(prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(1));
+    let mut conn = raw_conn(&url).await;
+    let redis_key = |id: &str| format!("{prefix}:{}", key_of(id));
+
+    let corrupt: [(&str, &[u8]); 5] = [
+        ("garbage", b"not an idem value at all"),
+        ("empty", b""),
+        ("short-record", b"R\x01abc"),
+        ("future-version", b"R\x09aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaO1"),
+        (
+            "bad-claim",
+            b"C\x0100000000000000000000000000000000notanumber",
+        ),
+    ];
+    for (id, bytes) in corrupt {
+        let _: () = redis::cmd("SET")
+            .arg(redis_key(id))
+            .arg(bytes)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            charge(id.into(), 1, &ctx).await,
+            Err(TestError::Idem(IdemKind::Codec)),
+            "{id}"
+        );
+    }
+    // A valid record whose outcome bytes are not JSON of the result type.
+    let fp = KeyHasher::unkeyed()
+        .fingerprint(&("bad-json", 1u64))
+        .unwrap();
+    let mut record = vec![b'R', idem_core::RECORD_VERSION];
+    record.extend_from_slice(fp.as_bytes());
+    record.extend_from_slice(b"O{\"not\":\"a string\"");
+    let _: () = redis::cmd("SET")
+        .arg(redis_key("bad-json"))
+        .arg(record)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        charge("bad-json".into(), 1, &ctx).await,
+        Err(TestError::Idem(IdemKind::Codec))
+    );
+    // A key of another type.
+    let _: () = redis::cmd("HSET")
+        .arg(redis_key("a-hash"))
+        .arg("f")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        charge("a-hash".into(), 1, &ctx).await,
+        Err(TestError::Idem(IdemKind::Codec))
+    );
+    assert_eq!(ctx.runs(), 0, "a corrupt record never reruns the body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_port_is_a_store_error_well_under_a_second() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port(false);
+    let started = Instant::now();
+    let err = RedisStore::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    println!("connect to a refused port: Error::Store after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_down_fails_closed_and_a_restart_on_the_same_port_recovers() {
+    let mut server = spawned_or_skip!();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(1));
+    let before = charge("down-0".into(), 1, &ctx).await.unwrap();
+    assert_eq!(ctx.runs(), 1);
+
+    server.stop();
+    let mut worst = Duration::ZERO;
+    for i in 0..10 {
+        let started = Instant::now();
+        let result = charge(format!("down-{}", i + 1), 1, &ctx).await;
+        let took = started.elapsed();
+        worst = worst.max(took);
+        assert_eq!(result, Err(TestError::Idem(IdemKind::Store)), "call {i}");
+        assert!(took < Duration::from_millis(900), "call {i} took {took:?}");
+    }
+    assert_eq!(ctx.runs(), 1, "no body ran while the store was down");
+    println!("server down: Error::Store within {worst:?} (worst of 10 calls)");
+
+    server.restart();
+    let restarted = Instant::now();
+    let mut recovered = None;
+    for _ in 0..100 {
+        match charge("down-after".into(), 1, &ctx).await {
+            Ok(receipt) => {
+                recovered = Some(receipt);
+                break;
+            }
+            Err(TestError::Idem(IdemKind::Store)) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    let recovered = recovered.expect("calls succeed again after the restart");
+    println!("server back: first success after {:?}", restarted.elapsed());
+    assert!(restarted.elapsed() < Duration::from_secs(2));
+    assert_eq!(recovered, "receipt-down-after-1-run2");
+    assert_eq!(
+        charge("down-after".into(), 1, &ctx).await.unwrap(),
+        recovered
+    );
+    // The restarted server is empty: the record from before is gone and runs again.
+    assert_ne!(charge("down-0".into(), 1, &ctx).await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_failing_after_the_body_ran_still_returns_the_result() {
+    let mut server = spawned_or_skip!();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(50));
+    let port = server.port();
+    *ctx.hook.lock().unwrap() = Some(Box::new(move || {
+        // The store goes away while the body runs: `complete` will fail.
+        let _ = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "SHUTDOWN", "NOSAVE"])
+            .output();
+    }));
+    let result = charge("complete-fails".into(), 7, &ctx).await;
+    assert_eq!(result.unwrap(), "receipt-complete-fails-7-run1");
+    assert_eq!(ctx.runs(), 1);
+    server.restart();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_url_is_a_store_error() {
+    // Only meaningful when the variable is not set for this process.
+    if std::env::var("IDEM_REDIS_URL").is_ok() {
+        return;
+    }
+    let err = RedisStore::from_env().await.unwrap_err();
+    assert!(matches!(err, Error::Store(_)));
+    assert!(err.to_string().contains("IDEM_REDIS_URL"));
+}
