@@ -448,3 +448,90 @@ pub fn unique(name: &str) -> String {
             .as_nanos()
     )
 }
+
+/// Starts the `idem_redis_worker` binary at `program` (see its docs for the protocol).
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_worker(
+    program: &str,
+    url: &str,
+    order: &str,
+    amount: u64,
+    callers: usize,
+    body_ms: u64,
+    log: &std::path::Path,
+    wait_go: bool,
+) -> Worker {
+    let mut args = vec![
+        "--url".to_string(),
+        url.to_string(),
+        "--order".to_string(),
+        order.to_string(),
+        "--amount".to_string(),
+        amount.to_string(),
+        "--callers".to_string(),
+        callers.to_string(),
+        "--body-ms".to_string(),
+        body_ms.to_string(),
+        "--log".to_string(),
+        log.display().to_string(),
+    ];
+    if wait_go {
+        args.push("--wait-go".to_string());
+    }
+    Worker::spawn(program, &args)
+}
+
+/// The charge ids of the `OK` lines.
+pub fn receipts(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("OK "))
+        .map(|rest| rest.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Runs `processes` workers × `callers` callers on one key, released together; checks one
+/// execution and one result; then a process started later replays it.
+pub fn burst_across_processes(program: &str, url: &str, processes: usize, callers: usize) {
+    let order = unique("burst");
+    let log = log_path("burst");
+    let mut workers: Vec<Worker> = (0..processes)
+        .map(|_| spawn_worker(program, url, &order, 100, callers, 300, &log, true))
+        .collect();
+    for w in &mut workers {
+        w.wait_line("READY", LONG).expect("worker ready");
+    }
+    for w in &mut workers {
+        w.go();
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        let lines = w.finish(LONG);
+        assert!(!lines.iter().any(|l| l.starts_with("ERR")), "{lines:?}");
+        all.extend(receipts(&lines));
+    }
+    let executions = read_log(&log);
+    println!(
+        "{processes} processes x {callers} callers: {} execution(s), {} results",
+        executions.len(),
+        all.len()
+    );
+    assert_eq!(executions.len(), 1, "{executions:?}");
+    assert_eq!(all.len(), processes * callers);
+    assert!(
+        all.iter().all(|r| *r == all[0]),
+        "every caller got the same result"
+    );
+    assert!(executions[0].ends_with(&all[0]));
+
+    let later = spawn_worker(program, url, &order, 100, 1, 300, &log, false).finish(LONG);
+    assert_eq!(
+        receipts(&later),
+        vec![all[0].clone()],
+        "a later process replays"
+    );
+    assert_eq!(read_log(&log).len(), 1);
+    let _ = std::fs::remove_file(&log);
+}

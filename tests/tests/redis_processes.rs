@@ -6,7 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use tests::redis_server::{Worker, log_path, read_log, shared_redis, unique};
+use tests::redis_server::{
+    Worker, burst_across_processes, log_path, read_log, receipts, shared_redis, spawn_worker,
+    unique,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_idem_redis_worker");
 
@@ -19,87 +22,17 @@ fn worker(
     log: &std::path::Path,
     wait_go: bool,
 ) -> Worker {
-    let mut args = vec![
-        "--url".to_string(),
-        url.to_string(),
-        "--order".to_string(),
-        order.to_string(),
-        "--amount".to_string(),
-        amount.to_string(),
-        "--callers".to_string(),
-        callers.to_string(),
-        "--body-ms".to_string(),
-        body_ms.to_string(),
-        "--log".to_string(),
-        log.display().to_string(),
-    ];
-    if wait_go {
-        args.push("--wait-go".to_string());
-    }
-    Worker::spawn(WORKER, &args)
-}
-
-/// The charge ids of the `OK` lines.
-fn receipts(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("OK "))
-        .map(|rest| rest.split(' ').next().unwrap().to_string())
-        .collect()
+    spawn_worker(WORKER, url, order, amount, callers, body_ms, log, wait_go)
 }
 
 const LONG: Duration = Duration::from_secs(30);
-
-/// Runs `processes` workers × `callers` callers on one key, released together; checks one
-/// execution and one result; then a process started later replays it.
-pub fn burst_across_processes(url: &str, processes: usize, callers: usize) {
-    let order = unique("burst");
-    let log = log_path("burst");
-    let mut workers: Vec<Worker> = (0..processes)
-        .map(|_| worker(url, &order, 100, callers, 300, &log, true))
-        .collect();
-    for w in &mut workers {
-        w.wait_line("READY", LONG).expect("worker ready");
-    }
-    for w in &mut workers {
-        w.go();
-    }
-    let mut all = Vec::new();
-    for w in workers {
-        let lines = w.finish(LONG);
-        assert!(!lines.iter().any(|l| l.starts_with("ERR")), "{lines:?}");
-        all.extend(receipts(&lines));
-    }
-    let executions = read_log(&log);
-    println!(
-        "{processes} processes x {callers} callers: {} execution(s), {} results",
-        executions.len(),
-        all.len()
-    );
-    assert_eq!(executions.len(), 1, "{executions:?}");
-    assert_eq!(all.len(), processes * callers);
-    assert!(
-        all.iter().all(|r| *r == all[0]),
-        "every caller got the same result"
-    );
-    assert!(executions[0].ends_with(&all[0]));
-
-    let later = worker(url, &order, 100, 1, 300, &log, false).finish(LONG);
-    assert_eq!(
-        receipts(&later),
-        vec![all[0].clone()],
-        "a later process replays"
-    );
-    assert_eq!(read_log(&log).len(), 1);
-    let _ = std::fs::remove_file(&log);
-}
 
 #[test]
 fn processes_times_concurrent_callers_run_the_body_once() {
     let Some((url, _server)) = shared_redis() else {
         return;
     };
-    burst_across_processes(&url, 4, 25);
+    burst_across_processes(WORKER, &url, 4, 25);
 }
 
 #[test]
