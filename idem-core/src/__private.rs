@@ -17,41 +17,158 @@ use crate::store::SharedStore;
 /// The key and fingerprint of one call.
 pub type Ids = (Key, Fingerprint);
 
+// The checks below are traits with a marker parameter `M` and two impls: one for the types
+// that satisfy the bound (`Checked`), and one that no type can use (`T: Never`). With two
+// candidate impls, rustc must evaluate the where-clauses to pick one; for a type that fails
+// the bound, none is picked, so rustc reports the trait's own `on_unimplemented` message
+// (not serde's), once, at the spanned call — and the associated type `Checked` stays
+// unknown, so the bounds downstream (the fingerprint tuple, the store codec) are not
+// reported again.
+
+/// The marker of the impls that apply.
+pub enum Checked {}
+
+/// The marker of the impls that never apply.
+pub enum Unchecked {}
+
+/// Implemented by no type: the bound of the [`Unchecked`] impls.
+pub trait Never {
+    /// Cannot be called: nothing implements `Never`.
+    fn absurd<T>() -> T;
+}
+
 /// Implemented by every `Serialize` type: what an argument in the key must be.
 #[diagnostic::on_unimplemented(
     message = "idem: `{Self}` is part of the idempotency key and payload fingerprint, but does not implement `serde::Serialize`",
     label = "this argument must implement `serde::Serialize`",
     note = "derive `serde::Serialize` for it, or leave the argument out with `#[idempotent(skip(name))]` (handles, pools, clients)"
 )]
-pub trait KeyArgument: Serialize {}
-impl<T: Serialize + ?Sized> KeyArgument for T {}
+pub trait KeyArgument<M> {
+    /// `Self`, seen as `Serialize`.
+    type Checked: Serialize + ?Sized;
+
+    /// `self`, as [`KeyArgument::Checked`].
+    fn as_checked(&self) -> &Self::Checked;
+}
+
+impl<T: Serialize + ?Sized> KeyArgument<Checked> for T {
+    type Checked = T;
+
+    fn as_checked(&self) -> &T {
+        self
+    }
+}
+
+impl<T: Never + ?Sized> KeyArgument<Unchecked> for T {
+    type Checked = ();
+
+    fn as_checked(&self) -> &() {
+        &()
+    }
+}
 
 /// Implemented by every type that can be stored and replayed.
 #[diagnostic::on_unimplemented(
     message = "idem: the result type `{Self}` must implement `serde::Serialize` and `serde::de::DeserializeOwned` to be stored and replayed",
-    label = "`Ok` type of an #[idempotent] function",
+    label = "the `Ok` type of this #[idempotent] function",
     note = "derive `serde::Serialize` and `serde::Deserialize` for it"
 )]
-pub trait StoredValue: Serialize + DeserializeOwned {}
-impl<T: Serialize + DeserializeOwned> StoredValue for T {}
+pub trait StoredValue<M>: Sized {
+    /// `Self`, seen as `Serialize + DeserializeOwned`.
+    type Checked: Serialize + DeserializeOwned;
+
+    /// `self`, as [`StoredValue::Checked`].
+    fn into_checked(self) -> Self::Checked;
+
+    /// Back from [`StoredValue::Checked`].
+    fn from_checked(checked: Self::Checked) -> Self;
+}
+
+impl<T: Serialize + DeserializeOwned> StoredValue<Checked> for T {
+    type Checked = T;
+
+    fn into_checked(self) -> T {
+        self
+    }
+
+    fn from_checked(checked: T) -> T {
+        checked
+    }
+}
+
+impl<T: Never> StoredValue<Unchecked> for T {
+    type Checked = ();
+
+    fn into_checked(self) {}
+
+    fn from_checked((): ()) -> T {
+        T::absurd()
+    }
+}
 
 /// Implemented by every error type that can carry an `idem_core::Error`.
 #[diagnostic::on_unimplemented(
     message = "idem: the error type `{Self}` must implement `From<idem_core::Error>`",
-    label = "`Err` type of an #[idempotent] function",
+    label = "the `Err` type of this #[idempotent] function",
     note = "add `impl From<idem_core::Error> for {Self}` (or a variant with `#[from] idem_core::Error`), so idem can report `InProgress`, `PayloadMismatch` and store failures"
 )]
-pub trait IdemError: From<Error> {}
-impl<E: From<Error>> IdemError for E {}
+pub trait IdemError<M>: Sized {
+    /// `Self`, seen as `From<idem_core::Error>`.
+    type Checked: From<Error>;
+
+    /// `self`, as [`IdemError::Checked`].
+    fn into_checked(self) -> Self::Checked;
+
+    /// Back from [`IdemError::Checked`].
+    fn from_checked(checked: Self::Checked) -> Self;
+}
+
+impl<E: From<Error>> IdemError<Checked> for E {
+    type Checked = E;
+
+    fn into_checked(self) -> E {
+        self
+    }
+
+    fn from_checked(checked: E) -> E {
+        checked
+    }
+}
+
+impl<E: Never> IdemError<Unchecked> for E {
+    type Checked = Error;
+
+    fn into_checked(self) -> Error {
+        E::absurd()
+    }
+
+    fn from_checked(_: Error) -> E {
+        E::absurd()
+    }
+}
 
 /// Implemented by every error type that `cache_errors` can store and replay.
 #[diagnostic::on_unimplemented(
     message = "idem: with `cache_errors`, the error type `{Self}` must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
-    label = "`Err` type of a `cache_errors` function",
+    label = "the `Err` type of this `cache_errors` function",
     note = "derive `serde::Serialize` and `serde::Deserialize` for it, or drop `cache_errors`"
 )]
-pub trait CachedError: Serialize + DeserializeOwned {}
-impl<E: Serialize + DeserializeOwned> CachedError for E {}
+pub trait CachedError<M>: Sized {
+    /// How the error is stored and replayed.
+    fn codec() -> ErrCodec<Self>;
+}
+
+impl<E: Serialize + DeserializeOwned> CachedError<Checked> for E {
+    fn codec() -> ErrCodec<E> {
+        ErrCodec::json()
+    }
+}
+
+impl<E: Never> CachedError<Unchecked> for E {
+    fn codec() -> ErrCodec<E> {
+        ErrCodec::none()
+    }
+}
 
 /// The `Ok` and `Err` types of a function's `Result` return type.
 pub trait IdemResult {
@@ -59,31 +176,36 @@ pub trait IdemResult {
     type Ok;
     /// The `Err` type.
     type Err;
+
+    /// `self` as a `Result`.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+
+    /// Back from a `Result`.
+    fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
 }
+
 impl<T, E> IdemResult for Result<T, E> {
     type Ok = T;
     type Err = E;
+
+    fn into_result(self) -> Self {
+        self
+    }
+
+    fn from_result(result: Self) -> Self {
+        result
+    }
 }
 
-/// Checks (spanned on the return type) that the result can be stored and that its error
-/// can carry an `idem_core::Error`.
-pub fn check_return<R: IdemResult>()
-where
-    R::Ok: StoredValue,
-    R::Err: IdemError,
-{
-}
+/// The `Ok` type of `R`, as stored.
+pub type OkOf<R, M> = <<R as IdemResult>::Ok as StoredValue<M>>::Checked;
 
-/// Checks (spanned on the return type) that `cache_errors` can store the error.
-pub fn check_cached_error<R: IdemResult>()
-where
-    R::Err: CachedError,
-{
-}
+/// The `Err` type of `R`, as `From<idem_core::Error>`.
+pub type ErrOf<R, M> = <<R as IdemResult>::Err as IdemError<M>>::Checked;
 
 /// An argument of the key or fingerprint (spanned on the argument).
-pub fn arg<T: KeyArgument + ?Sized>(value: &T) -> &T {
-    value
+pub fn arg<T: KeyArgument<M> + ?Sized, M>(value: &T) -> &T::Checked {
+    value.as_checked()
 }
 
 /// A `store = expr` handle.
@@ -98,9 +220,9 @@ pub fn errors_released<E>() -> ErrCodec<E> {
     ErrCodec::none()
 }
 
-/// `cache_errors`.
-pub fn errors_cached<E: CachedError>() -> ErrCodec<E> {
-    ErrCodec::json()
+/// `cache_errors` (spanned on the return type).
+pub fn errors_cached<E: CachedError<M>, M>() -> ErrCodec<E> {
+    E::codec()
 }
 
 /// Derives the key (from `key`, or from all arguments when `None`) and the fingerprint.
@@ -108,14 +230,14 @@ pub fn derive<K, A>(
     spec: &Spec,
     qualifiers: &[&str],
     key: Option<&K>,
-    args: &A,
+    args: A,
 ) -> Result<Ids, Error>
 where
-    K: KeyArgument + ?Sized,
+    K: Serialize + ?Sized,
     A: Serialize,
 {
     let hasher = key_hasher();
-    let fingerprint = hasher.fingerprint(args)?;
+    let fingerprint = hasher.fingerprint(&args)?;
     let with_qualifiers;
     let namespace: &[&str] = if qualifiers.is_empty() {
         std::slice::from_ref(&spec.name)
@@ -130,18 +252,41 @@ where
     Ok((key, fingerprint))
 }
 
-/// Runs one call in the caller's task.
-pub async fn run<T, E, Fut>(
+/// Runs one call in the caller's task. The call is spanned on the return type `R`, whose
+/// checks (`StoredValue`, `IdemError`) are the only bounds that can fail here.
+pub async fn run<R, M1, M2, Fut>(
     spec: &'static Spec,
     store: Result<&SharedStore, Error>,
     ids: Result<Ids, Error>,
-    errors: ErrCodec<E>,
+    errors: ErrCodec<ErrOf<R, M2>>,
     body: Fut,
-) -> Result<T, E>
+) -> R
 where
-    T: StoredValue,
-    E: IdemError,
-    Fut: Future<Output = Result<T, E>>,
+    R: IdemResult,
+    R::Ok: StoredValue<M1>,
+    R::Err: IdemError<M2>,
+    Fut: Future<Output = R>,
+{
+    R::from_result(
+        match execute::<R, M1, M2, Fut>(spec, store, ids, errors, body).await {
+            Ok(value) => Ok(StoredValue::from_checked(value)),
+            Err(err) => Err(IdemError::from_checked(err)),
+        },
+    )
+}
+
+async fn execute<R, M1, M2, Fut>(
+    spec: &'static Spec,
+    store: Result<&SharedStore, Error>,
+    ids: Result<Ids, Error>,
+    errors: ErrCodec<ErrOf<R, M2>>,
+    body: Fut,
+) -> Result<OkOf<R, M1>, ErrOf<R, M2>>
+where
+    R: IdemResult,
+    R::Ok: StoredValue<M1>,
+    R::Err: IdemError<M2>,
+    Fut: Future<Output = R>,
 {
     let (store, (key, fingerprint)) = match (store, ids) {
         (Ok(store), Ok(ids)) => (store, ids),
@@ -154,31 +299,42 @@ where
         fingerprint,
         errors,
     };
+    let body = async move {
+        match body.await.into_result() {
+            Ok(value) => Ok(value.into_checked()),
+            Err(err) => Err(err.into_checked()),
+        }
+    };
     call.execute(body).await
 }
 
 /// Runs one call in a spawned task (`detach`): it completes and stores its outcome even if
 /// the caller's future is dropped.
-pub async fn run_detached<T, E, Fut>(
+pub async fn run_detached<R, M1, M2, Fut>(
     spec: &'static Spec,
     store: Result<&SharedStore, Error>,
     ids: Result<Ids, Error>,
-    errors: ErrCodec<E>,
+    errors: ErrCodec<ErrOf<R, M2>>,
     body: Fut,
-) -> Result<T, E>
+) -> R
 where
-    T: StoredValue + Send + 'static,
-    E: IdemError + Send + 'static,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    R: IdemResult + Send + 'static,
+    R::Ok: StoredValue<M1>,
+    R::Err: IdemError<M2>,
+    M1: 'static,
+    M2: 'static,
+    OkOf<R, M1>: Send + 'static,
+    ErrOf<R, M2>: Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
 {
     let store = match store {
         Ok(store) => store.clone(),
-        Err(err) => return Err(err.into()),
+        Err(err) => return R::from_result(Err(IdemError::from_checked(err.into()))),
     };
     let task = tokio::spawn(async move { run(spec, Ok(&store), ids, errors, body).await });
     match task.await {
         Ok(outcome) => outcome,
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        Err(_) => Err(Error::Cancelled.into()),
+        Err(_) => R::from_result(Err(IdemError::from_checked(Error::Cancelled.into()))),
     }
 }

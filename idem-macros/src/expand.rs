@@ -1,8 +1,8 @@
 //! Checks the function against the options and generates the thin call into
 //! `idem_core::__private`.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
 
@@ -153,38 +153,56 @@ fn generate(
         && !args.skip.iter().any(|s| s == "self")
     {
         let this = Ident::new("self", span);
-        fingerprinted.push(quote_spanned!(span=> #private::arg(&#this)));
+        let arg = respan(quote!(#private::arg), span);
+        fingerprinted.push(quote_spanned!(span=> #arg(&#this)));
     }
     for ident in &params.named {
         if !args.skip.contains(ident) {
-            fingerprinted.push(quote_spanned!(ident.span()=> #private::arg(&#ident)));
+            let arg = respan(quote!(#private::arg), ident.span());
+            fingerprinted.push(quote_spanned!(ident.span()=> #arg(&#ident)));
         }
     }
     let key = match &args.key {
         Some(key) => {
             let expr = &key.expr;
-            quote_spanned!(key.lit.span()=> ::core::option::Option::Some(#private::arg(&(#expr))))
+            let arg = respan(quote!(#private::arg), key.lit.span());
+            quote_spanned!(key.lit.span()=> ::core::option::Option::Some(#arg(&(#expr))))
         }
         None => quote!(::core::option::Option::None::<&()>),
     };
 
     let store = match &args.store {
-        Some(expr) => quote_spanned!(expr.span()=> #private::custom_store(&(#expr))),
+        Some(expr) => {
+            let private = respan(private.clone(), expr.span());
+            quote_spanned!(expr.span()=> #private::custom_store(&(#expr)))
+        }
         None => quote!(#private::default_store()),
     };
-    let check_return = quote_spanned!(ret.span()=> #private::check_return::<#ret>(););
-    let (errors, check_cached) = if args.cache_errors {
-        (
-            quote!(#private::errors_cached()),
-            quote_spanned!(ret.span()=> #private::check_cached_error::<#ret>();),
-        )
+    // `run` checks the return type (its bounds are the `__private` check traits), so its
+    // path is spanned on the return type: a failed check points there.
+    let ret_span = ret.span();
+    let private_at_ret = respan(private.clone(), ret_span);
+    let errors = if args.cache_errors {
+        quote_spanned!(ret_span=> #private_at_ret::errors_cached())
     } else {
-        (quote!(#private::errors_released()), quote!())
+        quote!(#private::errors_released())
     };
+    let ret_at_ret = respan(ret.to_token_stream(), ret_span);
     let run = if args.detach {
-        format_ident!("run_detached")
+        quote_spanned!(ret_span=> #private_at_ret::run_detached::<#ret_at_ret, _, _, _>)
     } else {
-        format_ident!("run")
+        quote_spanned!(ret_span=> #private_at_ret::run::<#ret_at_ret, _, _, _>)
+    };
+    let body = quote! {
+        async move {
+            #[allow(clippy::let_and_return, clippy::needless_return)]
+            let __idem_return: #ret = #block;
+            __idem_return
+        }
+    };
+
+    let call = quote_spanned! {ret_span=>
+        #run(&__IDEM_SPEC, #store, __idem_ids, #errors, #body).await
     };
 
     quote! {
@@ -198,26 +216,13 @@ fn generate(
                 in_flight: #in_flight,
                 cache_errors: #cache_errors,
             };
-            #check_return
-            #check_cached
             let __idem_ids = #private::derive(
                 &__IDEM_SPEC,
                 &[#(#qualifiers),*],
                 #key,
-                &(#(#fingerprinted,)*),
+                (#(#fingerprinted,)*),
             );
-            #private::#run(
-                &__IDEM_SPEC,
-                #store,
-                __idem_ids,
-                #errors,
-                async move {
-                    #[allow(clippy::let_and_return, clippy::needless_return)]
-                    let __idem_return: #ret = #block;
-                    __idem_return
-                },
-            )
-            .await
+            #call
         }
     }
 }
@@ -247,4 +252,23 @@ fn mentioned_idents(tokens: TokenStream) -> Vec<Ident> {
         }
     }
     out
+}
+
+/// `tokens` with every span set to `span`, so that an error in a generated call points at
+/// the user's token it stands for (its path included, not only its arguments).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            TokenTree::Group(group) => {
+                let mut respanned = Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                TokenTree::Group(respanned)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
 }
