@@ -177,6 +177,17 @@ impl RedisServer {
         }
     }
 
+    /// Sends a signal (`"STOP"`, `"CONT"`) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Starts the server again on the same port (an empty data set).
     pub fn restart(&mut self) {
         self.stop();

@@ -552,6 +552,41 @@ async fn server_down_fails_closed_and_a_restart_on_the_same_port_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_reply_timed_out_is_held_until_its_lease_lapses() {
+    let server = spawned_or_skip!();
+    let store = RedisStore::builder(server.url())
+        .response_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(1));
+
+    // A frozen server: the claim is sent, its reply never comes in time.
+    server.signal("STOP");
+    let started = Instant::now();
+    let result = charge("frozen-1".into(), 1, &ctx).await;
+    let took = started.elapsed();
+    server.signal("CONT");
+    assert_eq!(result, Err(TestError::Idem(IdemKind::Store)));
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(ctx.runs(), 0, "the body did not run unprotected");
+    println!("frozen server: Error::Store after {took:?} (response timeout 300 ms)");
+
+    // The server ran the claim when it woke up. Nobody holds its token, so the key is
+    // held until the claim's lease (1 s) lapses, never treated as free.
+    let retried = Instant::now();
+    let receipt = charge("frozen-1".into(), 1, &ctx).await.unwrap();
+    let waited = retried.elapsed();
+    assert_eq!(receipt, "receipt-frozen-1-1-run1");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the timed-out claim was treated as free after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    println!("after the freeze: the timed-out claim held the key for {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complete_failing_after_the_body_ran_still_returns_the_result() {
     let mut server = spawned_or_skip!();
     let store = RedisStore::connect(&server.url()).await.unwrap();
