@@ -233,3 +233,86 @@ impl Errors {
         self.0.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(tokens: &str) -> syn::Result<Args> {
+        syn::parse_str::<Args>(tokens)
+    }
+
+    fn error(tokens: &str) -> String {
+        match parse(tokens) {
+            Ok(_) => panic!("`{tokens}` should not parse"),
+            Err(err) => err
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(" | "),
+        }
+    }
+
+    #[test]
+    fn empty() {
+        let args = parse("").unwrap();
+        assert!(args.key.is_none() && args.ttl.is_none() && args.skip.is_empty());
+        assert!(!args.cache_errors && !args.detach && !args.in_flight_reject);
+    }
+
+    #[test]
+    fn every_option() {
+        let args = parse(
+            r#"key = "req.id", ttl = "1h 30m", skip(db, self), store = STORE.clone(),
+               name = "charge.v1", in_flight = "reject", wait = "5s", lease = "10s",
+               cache_errors, detach, crate = "::my_idem","#,
+        )
+        .unwrap();
+        let key = &args.key.as_ref().unwrap().expr;
+        assert_eq!(quote::quote!(#key).to_string(), "req . id");
+        assert_eq!(args.ttl, Some(Duration::from_secs(5400)));
+        assert_eq!(args.skip.len(), 2);
+        assert!(args.store.is_some());
+        assert_eq!(args.name.as_ref().unwrap().value(), "charge.v1");
+        assert!(args.in_flight_reject);
+        assert_eq!(args.wait, Some(Duration::from_secs(5)));
+        assert_eq!(args.lease, Some(Duration::from_secs(10)));
+        assert!(args.cache_errors && args.detach);
+        let krate = args.krate.as_ref().unwrap();
+        assert_eq!(quote::quote!(#krate).to_string(), ":: my_idem");
+        assert!(!parse(r#"in_flight = "wait""#).unwrap().in_flight_reject);
+    }
+
+    #[test]
+    fn mistakes() {
+        assert!(error("retries = 3").contains("unknown option `retries`"));
+        assert!(error(r#"ttl = "1h", ttl = "2h""#).contains("duplicate option `ttl`"));
+        assert!(error(r#"ttl = "one day""#).contains("`ttl` is not a duration"));
+        assert!(error(r#"wait = "0s""#).contains("`wait` must be longer than zero"));
+        assert!(error("lease = 30").contains("`lease` takes a string literal"));
+        assert!(error(r#"key = "req.""#).contains("`key` is not a valid Rust expression"));
+        assert!(error(r#"in_flight = "retry""#).contains("unknown `in_flight` policy"));
+        assert!(error(r#"name = "  ""#).contains("`name` must not be empty"));
+        assert!(error(r#"detach = "yes""#).contains("`detach` takes no value"));
+        assert!(error("skip = db").contains("expected `skip(arg, ...)`"));
+        assert!(error("store").contains("expected `store = expr`"));
+        assert!(error(r#"crate = "not a path""#).contains("`crate` is not a path"));
+        // Every mistake is reported, not only the first.
+        let all = error(r#"retries = 3, ttl = "0s", in_flight = "x""#);
+        assert_eq!(all.matches(" | ").count(), 2, "{all}");
+    }
+
+    #[test]
+    fn syntax_errors_do_not_panic() {
+        for tokens in [
+            "ttl =",
+            "skip(1)",
+            "= 3",
+            "key = ",
+            "skip(a b)",
+            "ttl = \"1h\" ttl",
+        ] {
+            assert!(parse(tokens).is_err(), "{tokens}");
+        }
+    }
+}

@@ -88,7 +88,13 @@ pub(crate) fn expand(args: Args, item: &ItemFn) -> syn::Result<TokenStream> {
     });
 
     errors.finish()?;
-    let ret = ret.expect("checked above");
+    let Some(ret) = ret else {
+        // Unreachable: a missing `Result` was reported above. Kept as an error, not a panic.
+        return Err(syn::Error::new(
+            sig.ident.span(),
+            "#[idempotent] functions must return `Result<T, E>`",
+        ));
+    };
     Ok(generate(&args, item, &params, ret, key_names_self))
 }
 

@@ -146,7 +146,16 @@ pub fn idempotent(attr: TokenStream, item: TokenStream) -> TokenStream {
             return out.into();
         }
     };
-    let expanded = syn::parse::<attr::Args>(attr).and_then(|args| expand::expand(args, &function));
+    let expanded = match syn::parse::<attr::Args>(attr) {
+        Ok(args) => expand::expand(args, &function),
+        // Report the function's own mistakes (not `async`, no `Result`) too.
+        Err(mut err) => {
+            if let Err(more) = expand::expand(attr::Args::default(), &function) {
+                err.combine(more);
+            }
+            Err(err)
+        }
+    };
     match expanded {
         Ok(tokens) => tokens.into(),
         // Keep the original function, so one mistake does not cascade into others.
