@@ -49,18 +49,45 @@ fn golden_vectors() {
     let plain = KeyHasher::unkeyed();
     let keyed = KeyHasher::keyed("golden secret");
     let cases: Vec<(&str, String, &str)> = vec![
-        ("string", key(&plain, "order-42"), "6baedd9f54fb581ac8cae01dc522aadd94a6cd14aa95d679ea62f08e659634a0"),
-        ("u64", key(&plain, &42u64), "e458fb5ece1ab3b2ca8176e79e9bdfec76ba57fc90c4bb06ee92ea593f65bb4b"),
-        ("negative", key(&plain, &-42i32), "199fe57d472847e462b0d98d3d658b655b789bef6e4c0f5a493e5ff9b432e6fd"),
-        ("float", key(&plain, &0.1f64), "a33bb3c49219c00f7a281c95b5499db30cd5b4f01e780b8c6256a80acc2d82e9"),
-        ("tuple", key(&plain, &("a:b", "", 7u8, true, None::<u8>)), "57cf5ee77a3f6dff1a2fef962468193351f6f487881f526fa2a5eebfcbe05863"),
-        ("request", key(&plain, &request()), "2bbd713cd4bd28043dbd60f6ef4253305f885d4f68fb58124f99b896004d242a"),
+        (
+            "string",
+            key(&plain, "order-42"),
+            "6baedd9f54fb581ac8cae01dc522aadd94a6cd14aa95d679ea62f08e659634a0",
+        ),
+        (
+            "u64",
+            key(&plain, &42u64),
+            "e458fb5ece1ab3b2ca8176e79e9bdfec76ba57fc90c4bb06ee92ea593f65bb4b",
+        ),
+        (
+            "negative",
+            key(&plain, &-42i32),
+            "199fe57d472847e462b0d98d3d658b655b789bef6e4c0f5a493e5ff9b432e6fd",
+        ),
+        (
+            "float",
+            key(&plain, &0.1f64),
+            "a33bb3c49219c00f7a281c95b5499db30cd5b4f01e780b8c6256a80acc2d82e9",
+        ),
+        (
+            "tuple",
+            key(&plain, &("a:b", "", 7u8, true, None::<u8>)),
+            "57cf5ee77a3f6dff1a2fef962468193351f6f487881f526fa2a5eebfcbe05863",
+        ),
+        (
+            "request",
+            key(&plain, &request()),
+            "2bbd713cd4bd28043dbd60f6ef4253305f885d4f68fb58124f99b896004d242a",
+        ),
         (
             "enum",
             key(
                 &plain,
                 &vec![
-                    Command::Refund { charge: "ch_1".into(), cents: -5 },
+                    Command::Refund {
+                        charge: "ch_1".into(),
+                        cents: -5,
+                    },
                     Command::Cancel(3),
                     Command::Noop,
                 ],
@@ -72,10 +99,17 @@ fn golden_vectors() {
             key(&plain, &BTreeMap::from([(1u32, "one"), (2, "two")])),
             "4ab27473606a338ec465895e864822d655e2f9b784f73e28717f5871279baa8a",
         ),
-        ("keyed", key(&keyed, "order-42"), "7df69994812db4b27a41144901ffdc1dcd3713f3d71ed2b227985503d9e29ebb"),
+        (
+            "keyed",
+            key(&keyed, "order-42"),
+            "7df69994812db4b27a41144901ffdc1dcd3713f3d71ed2b227985503d9e29ebb",
+        ),
         (
             "fingerprint",
-            plain.fingerprint(&(&"order-42", &2_500u64)).unwrap().to_hex(),
+            plain
+                .fingerprint(&(&"order-42", &2_500u64))
+                .unwrap()
+                .to_hex(),
             "11747454df59b47229f3f6cf5472543c0b24f432a008b65eac45816aaa7eb819",
         ),
     ];
@@ -85,5 +119,9 @@ fn golden_vectors() {
             failures.push(format!("{name}: expected {expected}, got {actual}"));
         }
     }
-    assert!(failures.is_empty(), "golden keys changed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden keys changed:\n{}",
+        failures.join("\n")
+    );
 }

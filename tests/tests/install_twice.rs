@@ -16,7 +16,10 @@ async fn install_twice_is_an_error_and_the_first_store_stays() {
     let mine = MokaStore::new();
     idem_core::install(mine).expect("the first install succeeds");
     let second = idem_core::install(MokaStore::new());
-    assert!(matches!(second, Err(Error::AlreadyInstalled("store"))), "{second:?}");
+    assert!(
+        matches!(second, Err(Error::AlreadyInstalled("store"))),
+        "{second:?}"
+    );
 
     // Calls use the installed store: its record is visible through the default store.
     assert_eq!(counted(5).await, Ok(5));
@@ -26,6 +29,10 @@ async fn install_twice_is_an_error_and_the_first_store_stays() {
     );
     let store = idem_core::default_store().unwrap();
     let fp = idem_core::key_hasher().fingerprint(&(&5u32,)).unwrap();
-    let claim = store.store().claim(&key, &fp, Duration::from_secs(1)).await.unwrap();
+    let claim = store
+        .store()
+        .claim(&key, &fp, Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(matches!(claim, idem_core::Claim::Completed(_)), "{claim:?}");
 }

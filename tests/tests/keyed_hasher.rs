@@ -21,6 +21,10 @@ async fn an_installed_secret_keys_every_call() {
     let with_secret = KeyHasher::keyed("server secret")
         .key(&["tests.signup.v1"], &"ada@example.com")
         .unwrap();
-    assert_ne!(key, guessed.to_hex(), "the key can be recomputed without the secret");
+    assert_ne!(
+        key,
+        guessed.to_hex(),
+        "the key can be recomputed without the secret"
+    );
     assert_eq!(key, with_secret.to_hex());
 }

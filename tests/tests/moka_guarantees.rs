@@ -58,7 +58,10 @@ async fn five_hundred_concurrent_callers_run_the_body_once() {
         results.push(caller.await.unwrap().unwrap());
     }
     assert_eq!(BURST_RUNS.load(SeqCst), 1, "the body ran more than once");
-    assert!(results.iter().all(|r| *r == results[0]), "callers got different results");
+    assert!(
+        results.iter().all(|r| *r == results[0]),
+        "callers got different results"
+    );
     // And later calls replay it too.
     assert_eq!(burst(req("burst-1", 700)).await.unwrap(), results[0]);
     assert_eq!(BURST_RUNS.load(SeqCst), 1);
@@ -80,9 +83,20 @@ static FLOAT_RUNS: AtomicUsize = AtomicUsize::new(0);
 async fn measure(seed: u64) -> Result<Measurements, TestError> {
     FLOAT_RUNS.fetch_add(1, SeqCst);
     Ok(Measurements {
-        values: vec![0.1 + 0.2, f64::MAX, f64::MIN_POSITIVE, -0.0, 1e-300, seed as f64 / 3.0],
+        values: vec![
+            0.1 + 0.2,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            -0.0,
+            1e-300,
+            seed as f64 / 3.0,
+        ],
         labels: BTreeMap::from([("a".into(), Some(i64::MIN)), ("b".into(), None)]),
-        nested: (u64::MAX as u128 + 1, 'é', "line\nbreak \"quoted\" \u{1F600}".into()),
+        nested: (
+            u64::MAX as u128 + 1,
+            'é',
+            "line\nbreak \"quoted\" \u{1F600}".into(),
+        ),
     })
 }
 
@@ -93,7 +107,11 @@ async fn replay_is_identical() {
     assert_eq!(FLOAT_RUNS.load(SeqCst), 1);
     assert_eq!(first, replayed);
     for (a, b) in first.values.iter().zip(&replayed.values) {
-        assert_eq!(a.to_bits(), b.to_bits(), "float {a} did not round-trip bit for bit");
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "float {a} did not round-trip bit for bit"
+        );
     }
 }
 
@@ -180,7 +198,11 @@ async fn cache_errors_replays_the_error() {
     let first = declined_for_good("4000".into()).await;
     assert_eq!(first, Err(TestError::Body("card 4000 declined".into())));
     assert_eq!(declined_for_good("4000".into()).await, first);
-    assert_eq!(CACHED_ERR_RUNS.load(SeqCst), 1, "the cached error was not replayed");
+    assert_eq!(
+        CACHED_ERR_RUNS.load(SeqCst),
+        1,
+        "the cached error was not replayed"
+    );
 }
 
 static PANIC_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -216,7 +238,10 @@ async fn slow_then_fast(id: u32) -> Result<usize, TestError> {
 #[tokio::test]
 async fn a_dropped_future_releases_the_claim_at_once() {
     let cancelled = tokio::time::timeout(Duration::from_millis(50), slow_then_fast(9)).await;
-    assert!(cancelled.is_err(), "the first call should have been cancelled");
+    assert!(
+        cancelled.is_err(),
+        "the first call should have been cancelled"
+    );
     let start = Instant::now();
     assert_eq!(slow_then_fast(9).await, Ok(2));
     assert!(
@@ -240,7 +265,11 @@ async fn detach_completes_and_stores_after_the_caller_drops() {
     let dropped = tokio::time::timeout(Duration::from_millis(10), detached("d-1".into())).await;
     assert!(dropped.is_err(), "the caller should have given up");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(DETACHED_RUNS.load(SeqCst), 1, "the detached body did not finish");
+    assert_eq!(
+        DETACHED_RUNS.load(SeqCst),
+        1,
+        "the detached body did not finish"
+    );
     let replayed = detached("d-1".into()).await.unwrap();
     assert_eq!(replayed.run, 1, "the detached result was not stored");
     assert_eq!(DETACHED_RUNS.load(SeqCst), 1);
@@ -262,7 +291,11 @@ async fn a_result_expires_after_its_ttl() {
     assert_eq!(short_lived(1).await, Ok(1));
     assert_eq!(short_lived(1).await, Ok(1), "replayed within the TTL");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(short_lived(1).await, Ok(2), "the expired result was replayed");
+    assert_eq!(
+        short_lived(1).await,
+        Ok(2),
+        "the expired result was replayed"
+    );
 }
 
 #[idempotent(in_flight = "reject")]
@@ -276,10 +309,21 @@ async fn reject_fails_fast_while_the_first_call_runs() {
     let first = tokio::spawn(rejecting(1));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let start = Instant::now();
-    assert_eq!(rejecting(1).await, Err(TestError::Idem(IdemKind::InProgress)));
-    assert!(start.elapsed() < Duration::from_millis(100), "reject waited {:?}", start.elapsed());
+    assert_eq!(
+        rejecting(1).await,
+        Err(TestError::Idem(IdemKind::InProgress))
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "reject waited {:?}",
+        start.elapsed()
+    );
     assert_eq!(first.await.unwrap(), Ok(1));
-    assert_eq!(rejecting(1).await, Ok(1), "after completion, reject replays");
+    assert_eq!(
+        rejecting(1).await,
+        Ok(1),
+        "after completion, reject replays"
+    );
 }
 
 #[idempotent(wait = "200ms")]
@@ -293,7 +337,10 @@ async fn wait_gives_up_with_in_progress_after_its_bound() {
     let first = tokio::spawn(waits_briefly(1));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let start = Instant::now();
-    assert_eq!(waits_briefly(1).await, Err(TestError::Idem(IdemKind::InProgress)));
+    assert_eq!(
+        waits_briefly(1).await,
+        Err(TestError::Idem(IdemKind::InProgress))
+    );
     let waited = start.elapsed();
     assert!(
         waited >= Duration::from_millis(180) && waited < Duration::from_millis(1500),
@@ -350,7 +397,10 @@ async fn maps_with_the_same_entries_in_another_order_give_one_key() {
     let hasher = KeyHasher::unkeyed();
     let a: HashMap<&str, i32> = [("x", 1), ("y", 2), ("z", 3)].into();
     let b: BTreeMap<&str, i32> = [("z", 3), ("x", 1), ("y", 2)].into();
-    assert_eq!(hasher.key(&["n"], &a).unwrap(), hasher.key(&["n"], &b).unwrap());
+    assert_eq!(
+        hasher.key(&["n"], &a).unwrap(),
+        hasher.key(&["n"], &b).unwrap()
+    );
 }
 
 static CONFUSION_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -401,8 +451,14 @@ async fn two_types_methods_of_the_same_name_never_share_a_key() {
 }
 
 #[idempotent]
-async fn generic_echo<T: Serialize + Send + Sync + ToString>(value: T) -> Result<String, TestError> {
-    Ok(format!("{}:{}", std::any::type_name::<T>(), value.to_string()))
+async fn generic_echo<T: Serialize + Send + Sync + ToString>(
+    value: T,
+) -> Result<String, TestError> {
+    Ok(format!(
+        "{}:{}",
+        std::any::type_name::<T>(),
+        value.to_string()
+    ))
 }
 
 #[tokio::test]
@@ -428,7 +484,9 @@ fn a_key_hash_is_identical_in_a_second_os_process() {
     // And this process computes the same key for the same logical arguments.
     let lines: BTreeMap<String, u64> = (0..20).map(|i| (format!("sku-{i}"), i)).collect();
     let hasher = KeyHasher::unkeyed();
-    let fingerprint = hasher.fingerprint(&(&"order-7".to_string(), &lines)).unwrap();
+    let fingerprint = hasher
+        .fingerprint(&(&"order-7".to_string(), &lines))
+        .unwrap();
     let key = hasher.key_from_fingerprint(&["tests.cross_process.v1"], &fingerprint);
     assert_eq!(key.to_hex(), first);
 }
@@ -465,7 +523,9 @@ async fn forgettable(id: String) -> Result<usize, TestError> {
 async fn forget_makes_the_next_call_run() {
     assert_eq!(forgettable("f-1".into()).await, Ok(1));
     assert_eq!(forgettable("f-1".into()).await, Ok(1));
-    let key = KeyHasher::unkeyed().key(&["tests.forget.v1"], &"f-1").unwrap();
+    let key = KeyHasher::unkeyed()
+        .key(&["tests.forget.v1"], &"f-1")
+        .unwrap();
     assert!(idem_core::forget(&key).await.unwrap());
     assert_eq!(forgettable("f-1".into()).await, Ok(2));
 }
@@ -486,22 +546,39 @@ async fn bad_stored_data_is_a_codec_error_not_a_panic_or_a_rerun() {
     let key = hasher.key(&["tests.corrupt.v1"], &"c-1").unwrap();
     let fingerprint = hasher.fingerprint(&(&"c-1".to_string(),)).unwrap();
     let store = CORRUPT_STORE.store();
-    for garbage in [&b"O{not json"[..], b"Ostring instead of u64", b"", b"X1", b"E\"cached error\""] {
+    for garbage in [
+        &b"O{not json"[..],
+        b"Ostring instead of u64",
+        b"",
+        b"X1",
+        b"E\"cached error\"",
+    ] {
         store.forget(&key).await.unwrap();
-        let idem_core::Claim::Claimed { token, .. } =
-            store.claim(&key, &fingerprint, Duration::from_secs(5)).await.unwrap()
+        let idem_core::Claim::Claimed { token, .. } = store
+            .claim(&key, &fingerprint, Duration::from_secs(5))
+            .await
+            .unwrap()
         else {
             panic!("expected a fresh claim");
         };
         let record = Arc::new(idem_core::Record::new(fingerprint, garbage.to_vec()));
-        assert!(store.complete(&key, token, record, Duration::from_secs(60)).await.unwrap());
+        assert!(
+            store
+                .complete(&key, token, record, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
         assert_eq!(
             reads_corrupt("c-1".into()).await,
             Err(TestError::Idem(IdemKind::Codec)),
             "garbage {garbage:?}"
         );
     }
-    assert_eq!(CORRUPT_RUNS.load(SeqCst), 0, "bad stored data made the body rerun");
+    assert_eq!(
+        CORRUPT_RUNS.load(SeqCst),
+        0,
+        "bad stored data made the body rerun"
+    );
 }
 
 static UNSTORABLE_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -516,7 +593,11 @@ async fn unstorable(id: u32) -> Result<HashMap<(u32, u32), u32>, TestError> {
 #[tokio::test]
 async fn a_side_effect_that_ran_is_never_reported_as_failed() {
     let result = unstorable(5).await;
-    assert_eq!(result, Ok(HashMap::from([((5, 5), 1)])), "the caller lost the body's result");
+    assert_eq!(
+        result,
+        Ok(HashMap::from([((5, 5), 1)])),
+        "the caller lost the body's result"
+    );
     assert_eq!(UNSTORABLE_RUNS.load(SeqCst), 1);
 }
 
@@ -531,23 +612,45 @@ async fn fencing_a_taken_over_holder_cannot_overwrite_or_delete() {
     let fp = hasher.fingerprint(&1).unwrap();
     let lease = Duration::from_millis(100);
 
-    let idem_core::Claim::Claimed { token: old, taken_over: false } = store.claim(&key, &fp, lease).await.unwrap()
+    let idem_core::Claim::Claimed {
+        token: old,
+        taken_over: false,
+    } = store.claim(&key, &fp, lease).await.unwrap()
     else {
         panic!("first claim")
     };
-    assert!(matches!(store.claim(&key, &fp, lease).await.unwrap(), idem_core::Claim::InProgress(_)));
+    assert!(matches!(
+        store.claim(&key, &fp, lease).await.unwrap(),
+        idem_core::Claim::InProgress(_)
+    ));
     // The old holder stalls past its lease (a crash, a GC pause); a new caller takes over.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let idem_core::Claim::Claimed { token: new, taken_over: true } = store.claim(&key, &fp, lease).await.unwrap()
+    let idem_core::Claim::Claimed {
+        token: new,
+        taken_over: true,
+    } = store.claim(&key, &fp, lease).await.unwrap()
     else {
         panic!("takeover after the lease")
     };
     let late = Arc::new(idem_core::Record::new(fp, b"O\"late\"".to_vec()));
     assert!(!store.renew(&key, old, lease).await.unwrap());
-    assert!(!store.release(&key, old).await.unwrap(), "the old holder released the new claim");
-    assert!(!store.complete(&key, old, late, Duration::from_secs(60)).await.unwrap());
+    assert!(
+        !store.release(&key, old).await.unwrap(),
+        "the old holder released the new claim"
+    );
+    assert!(
+        !store
+            .complete(&key, old, late, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
     let fresh = Arc::new(idem_core::Record::new(fp, b"O\"fresh\"".to_vec()));
-    assert!(store.complete(&key, new, fresh, Duration::from_secs(60)).await.unwrap());
+    assert!(
+        store
+            .complete(&key, new, fresh, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
     match store.claim(&key, &fp, lease).await.unwrap() {
         idem_core::Claim::Completed(record) => assert_eq!(record.value(), b"O\"fresh\""),
         other => panic!("expected the new holder's record, got {other:?}"),
@@ -561,18 +664,28 @@ async fn in_flight_claims_are_never_evicted() {
     let running = hasher.key(&["tests.evict"], &"running").unwrap();
     let fp = hasher.fingerprint(&"running").unwrap();
     let lease = Duration::from_secs(30);
-    let idem_core::Claim::Claimed { token, .. } = store.store().claim(&running, &fp, lease).await.unwrap() else {
+    let idem_core::Claim::Claimed { token, .. } =
+        store.store().claim(&running, &fp, lease).await.unwrap()
+    else {
         panic!("claim")
     };
     // Flood the store with ten times its capacity of completed records.
     for i in 0..100u32 {
         let key = hasher.key(&["tests.evict"], &i).unwrap();
         let fp = hasher.fingerprint(&i).unwrap();
-        let idem_core::Claim::Claimed { token, .. } = store.store().claim(&key, &fp, lease).await.unwrap() else {
+        let idem_core::Claim::Claimed { token, .. } =
+            store.store().claim(&key, &fp, lease).await.unwrap()
+        else {
             panic!("claim {i}")
         };
         let record = Arc::new(idem_core::Record::new(fp, b"O1".to_vec()));
-        assert!(store.store().complete(&key, token, record, Duration::from_secs(60)).await.unwrap());
+        assert!(
+            store
+                .store()
+                .complete(&key, token, record, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
     }
     // The running claim is still held and can still complete.
     assert!(matches!(
@@ -580,5 +693,11 @@ async fn in_flight_claims_are_never_evicted() {
         idem_core::Claim::InProgress(_)
     ));
     let record = Arc::new(idem_core::Record::new(fp, b"O2".to_vec()));
-    assert!(store.store().complete(&running, token, record, Duration::from_secs(60)).await.unwrap());
+    assert!(
+        store
+            .store()
+            .complete(&running, token, record, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
 }

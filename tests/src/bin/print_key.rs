@@ -15,6 +15,8 @@ async fn cross_process(order: String, lines: HashMap<String, u64>) -> Result<Str
 async fn main() {
     // Insert in reverse order: the key must not depend on map iteration order.
     let lines: HashMap<String, u64> = (0..20).rev().map(|i| (format!("sku-{i}"), i)).collect();
-    let key = cross_process("order-7".to_string(), lines).await.expect("runs");
+    let key = cross_process("order-7".to_string(), lines)
+        .await
+        .expect("runs");
     println!("{key}");
 }
