@@ -351,18 +351,18 @@ async fn wait_gives_up_with_in_progress_after_its_bound() {
 
 static RENEW_RUNS: AtomicUsize = AtomicUsize::new(0);
 
-#[idempotent(lease = "300ms", in_flight = "reject")]
+#[idempotent(lease = "400ms", in_flight = "reject")]
 async fn longer_than_its_lease(id: u32) -> Result<u32, TestError> {
     RENEW_RUNS.fetch_add(1, SeqCst);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     Ok(id)
 }
 
 #[tokio::test]
 async fn a_live_holder_renews_its_lease_and_is_not_taken_over() {
     let first = tokio::spawn(longer_than_its_lease(4));
-    // Well past the 300ms lease: without renewal a duplicate would take over and run.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Well past the 400ms lease: without renewal a duplicate would take over and run.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
         longer_than_its_lease(4).await,
         Err(TestError::Idem(IdemKind::InProgress))
