@@ -91,15 +91,18 @@ impl<E: From<Error>> Call<'_, E> {
         T: Serialize + DeserializeOwned,
         Fut: Future<Output = Result<T, E>>,
     {
-        let deadline = Instant::now() + self.spec.wait;
         let coalesce =
             self.spec.in_flight == InFlight::Wait && self.store.store().coalesce_local_waiters();
         if !coalesce {
-            return self.lead(body, None, deadline).await;
+            // The deadline is read from the clock only once it can matter: before the first
+            // claim that does I/O, or when a synchronous claim finds the key in progress (no
+            // time has passed since the call started). A hit reads no clock.
+            return self.lead(body, None, None).await;
         }
+        let deadline = Instant::now() + self.spec.wait;
         loop {
             match flight::join(self.store.id(), self.key) {
-                Joined::Lead(lead) => return self.lead(body, Some(lead), deadline).await,
+                Joined::Lead(lead) => return self.lead(body, Some(lead), Some(deadline)).await,
                 Joined::Follow(mut leader) => {
                     let published =
                         tokio::time::timeout_at(deadline, leader.wait_for(Option::is_some)).await;
@@ -124,7 +127,7 @@ impl<E: From<Error>> Call<'_, E> {
         self,
         body: Fut,
         flight: Option<FlightLead>,
-        deadline: Instant,
+        mut deadline: Option<Instant>,
     ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
@@ -138,6 +141,7 @@ impl<E: From<Error>> Call<'_, E> {
             let claim = match store.claim_now(&self.key, &self.fingerprint, self.spec.lease) {
                 Some(claim) => claim,
                 None => {
+                    deadline.get_or_insert_with(|| Instant::now() + self.spec.wait);
                     store
                         .claim(&self.key, &self.fingerprint, self.spec.lease)
                         .await
@@ -174,6 +178,7 @@ impl<E: From<Error>> Call<'_, E> {
                         return Err(Error::InProgress.into());
                     }
                     let now = Instant::now();
+                    let deadline = *deadline.get_or_insert(now + self.spec.wait);
                     if now >= deadline {
                         return self.give_up();
                     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use tokio::sync::watch;
 
-use crate::key::Key;
+use crate::key::{Key, KeyHashBuilder};
 use crate::store::Record;
 
 type FlightId = (usize, Key);
@@ -16,10 +16,11 @@ type Published = Option<Arc<Record>>;
 
 const SHARDS: usize = 16;
 
-type Flights = HashMap<FlightId, watch::Receiver<Published>>;
+type Flights = HashMap<FlightId, watch::Receiver<Published>, KeyHashBuilder>;
 
-static FLIGHTS: LazyLock<[Mutex<Flights>; SHARDS]> =
-    LazyLock::new(|| std::array::from_fn(|_| Mutex::new(HashMap::new())));
+static FLIGHTS: LazyLock<[Mutex<Flights>; SHARDS]> = LazyLock::new(|| {
+    std::array::from_fn(|_| Mutex::new(HashMap::with_hasher(KeyHashBuilder::new())))
+});
 
 fn shard(id: &FlightId) -> std::sync::MutexGuard<'static, Flights> {
     FLIGHTS[id.1.as_bytes()[0] as usize % SHARDS]

@@ -219,6 +219,96 @@ impl KeyHasher {
     }
 }
 
+/// A `BuildHasher` for in-memory maps keyed by [`Key`] (or tuples containing one).
+///
+/// A key is already a uniformly distributed BLAKE3 digest, so SipHash over its 32 bytes
+/// (std's default, ~10% of an in-memory hit) buys nothing: this folds the bytes with a
+/// multiply, seeded per map from std's random state so that bucket collisions cannot be
+/// planned from outside.
+#[derive(Clone)]
+pub(crate) struct KeyHashBuilder {
+    seed: [u64; 2],
+}
+
+impl KeyHashBuilder {
+    pub(crate) fn new() -> Self {
+        use std::hash::BuildHasher;
+        let random = std::collections::hash_map::RandomState::new();
+        KeyHashBuilder {
+            seed: [
+                random.hash_one(0x6964_656d_u64),
+                random.hash_one(0x6b65_7973_u64),
+            ],
+        }
+    }
+}
+
+impl Default for KeyHashBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::hash::BuildHasher for KeyHashBuilder {
+    type Hasher = KeyHashState;
+
+    #[inline]
+    fn build_hasher(&self) -> KeyHashState {
+        KeyHashState {
+            state: self.seed[0],
+            seed: self.seed[1],
+        }
+    }
+}
+
+/// The hasher of [`KeyHashBuilder`].
+pub(crate) struct KeyHashState {
+    state: u64,
+    seed: u64,
+}
+
+#[inline]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+impl std::hash::Hasher for KeyHashState {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(16);
+        for chunk in &mut chunks {
+            let (a, b) = chunk.split_at(8);
+            let a = u64::from_le_bytes(a.try_into().expect("8 bytes"));
+            let b = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+            self.state = folded_multiply(a ^ self.state, b ^ self.seed);
+        }
+        for &byte in chunks.remainder() {
+            self.state = folded_multiply(u64::from(byte) ^ self.state, 0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(n.into());
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.state = folded_multiply(n ^ self.state, 0x9e37_79b9_7f4a_7c15 ^ self.seed);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
 /// Runs `f` with an empty scratch buffer, reusing one per thread.
 fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {
@@ -283,16 +373,40 @@ pub(crate) struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
-    fn write_varint(&mut self, mut n: u128) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                self.out.push(byte);
-                return;
+    fn write_varint(&mut self, n: u128) {
+        match u64::try_from(n) {
+            Ok(n) => self.write_varint64(n),
+            Err(_) => {
+                let mut n = n;
+                loop {
+                    let byte = (n & 0x7f) as u8;
+                    n >>= 7;
+                    if n == 0 {
+                        self.out.push(byte);
+                        return;
+                    }
+                    self.out.push(byte | 0x80);
+                }
             }
-            self.out.push(byte | 0x80);
         }
+    }
+
+    /// LEB128, as `write_varint`, for values that fit 64 bits (the usual case).
+    #[inline]
+    fn write_varint64(&mut self, mut n: u64) {
+        if n < 0x80 {
+            self.out.push(n as u8);
+            return;
+        }
+        let mut bytes = [0u8; 10];
+        let mut len = 0;
+        while n >= 0x80 {
+            bytes[len] = (n as u8) | 0x80;
+            n >>= 7;
+            len += 1;
+        }
+        bytes[len] = n as u8;
+        self.out.extend_from_slice(&bytes[..=len]);
     }
 
     fn write_int(&mut self, n: i128) {
@@ -301,9 +415,30 @@ impl Encoder<'_> {
         self.write_varint(((n << 1) ^ (n >> 127)) as u128);
     }
 
+    /// `write_int` for a value that fits 64 bits: the zigzag of an `i64` computed in 64
+    /// bits is the same number as computed in 128.
+    #[inline]
+    fn write_i64(&mut self, n: i64) {
+        self.out.push(tag::INT);
+        self.write_varint64(((n << 1) ^ (n >> 63)) as u64);
+    }
+
+    /// `write_int` for an unsigned value.
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        if n < 1 << 63 {
+            self.out.push(tag::INT);
+            self.write_varint64(n << 1);
+        } else {
+            self.write_int(n.into());
+        }
+    }
+
+    #[inline]
     fn write_str(&mut self, s: &str) {
+        self.out.reserve(s.len() + 11);
         self.out.push(tag::STR);
-        self.write_varint(s.len() as u128);
+        self.write_varint64(s.len() as u64);
         self.out.extend_from_slice(s.as_bytes());
     }
 
@@ -317,8 +452,44 @@ impl Encoder<'_> {
 pub(crate) struct MapEncoder<'e, 'a> {
     enc: &'e mut Encoder<'a>,
     start: usize,
-    /// For each entry: where its key starts and where its value starts.
-    entries: Vec<(usize, usize)>,
+    /// For each entry: where its key starts and where its value starts. Small maps (the
+    /// usual case) need no allocation.
+    entries: Entries,
+}
+
+/// Entry offsets: inline up to `INLINE_ENTRIES`, then on the heap.
+// Lives on the stack for the duration of one map: the inline array is the point.
+#[allow(clippy::large_enum_variant)]
+enum Entries {
+    Inline(usize, [(usize, usize); INLINE_ENTRIES]),
+    Heap(Vec<(usize, usize)>),
+}
+
+const INLINE_ENTRIES: usize = 16;
+
+impl Entries {
+    fn push(&mut self, entry: (usize, usize)) {
+        match self {
+            Entries::Inline(len, array) if *len < INLINE_ENTRIES => {
+                array[*len] = entry;
+                *len += 1;
+            }
+            Entries::Inline(len, array) => {
+                let mut heap = Vec::with_capacity(2 * INLINE_ENTRIES);
+                heap.extend_from_slice(&array[..*len]);
+                heap.push(entry);
+                *self = Entries::Heap(heap);
+            }
+            Entries::Heap(heap) => heap.push(entry),
+        }
+    }
+
+    fn as_slice(&self) -> &[(usize, usize)] {
+        match self {
+            Entries::Inline(len, array) => &array[..*len],
+            Entries::Heap(heap) => heap,
+        }
+    }
 }
 
 impl<'e, 'a> MapEncoder<'e, 'a> {
@@ -328,24 +499,50 @@ impl<'e, 'a> MapEncoder<'e, 'a> {
             start,
             entries,
         } = self;
+        let entries = entries.as_slice();
         let end = enc.out.len();
-        let key_of = |i: usize| {
+        let out = &mut *enc.out;
+        let key = |i: usize| -> std::ops::Range<usize> {
             let (k, v) = entries[i];
-            &enc.out[k..v]
+            k..v
         };
-        let sorted = (1..entries.len()).all(|i| key_of(i - 1) <= key_of(i));
+        let sorted = (1..entries.len()).all(|i| out[key(i - 1)] <= out[key(i)]);
         if !sorted {
-            let mut order: Vec<usize> = (0..entries.len()).collect();
-            order.sort_by(|&a, &b| key_of(a).cmp(key_of(b)));
-            let mut rewritten = Vec::with_capacity(end - start);
-            for &i in &order {
+            // The sorted order of the entries, by their encoded key.
+            let mut inline = [0usize; INLINE_ENTRIES];
+            let mut heap = Vec::new();
+            let order: &mut [usize] = if entries.len() <= INLINE_ENTRIES {
+                &mut inline[..entries.len()]
+            } else {
+                heap.extend(0..entries.len());
+                &mut heap
+            };
+            for (i, slot) in order.iter_mut().enumerate() {
+                *slot = i;
+            }
+            if order.len() <= INLINE_ENTRIES {
+                // Insertion sort: stable, no allocation, fast for a few entries.
+                for i in 1..order.len() {
+                    let mut j = i;
+                    while j > 0 && out[key(order[j - 1])] > out[key(order[j])] {
+                        order.swap(j - 1, j);
+                        j -= 1;
+                    }
+                }
+            } else {
+                order.sort_by(|&a, &b| out[key(a)].cmp(&out[key(b)]));
+            }
+            // Append the entries in order after the map, then move them into place.
+            out.reserve(end - start);
+            for &i in order.iter() {
                 let entry_start = entries[i].0;
                 let entry_end = entries.get(i + 1).map_or(end, |next| next.0);
-                rewritten.extend_from_slice(&enc.out[entry_start..entry_end]);
+                out.extend_from_within(entry_start..entry_end);
             }
-            enc.out[start..end].copy_from_slice(&rewritten);
+            out.copy_within(end.., start);
+            out.truncate(end);
         }
-        enc.out.push(tag::END);
+        out.push(tag::END);
     }
 }
 
@@ -365,32 +562,40 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         Ok(())
     }
     fn serialize_i8(self, v: i8) -> Result<(), EncodeError> {
-        self.serialize_i128(v.into())
+        self.write_i64(v.into());
+        Ok(())
     }
     fn serialize_i16(self, v: i16) -> Result<(), EncodeError> {
-        self.serialize_i128(v.into())
+        self.write_i64(v.into());
+        Ok(())
     }
     fn serialize_i32(self, v: i32) -> Result<(), EncodeError> {
-        self.serialize_i128(v.into())
+        self.write_i64(v.into());
+        Ok(())
     }
     fn serialize_i64(self, v: i64) -> Result<(), EncodeError> {
-        self.serialize_i128(v.into())
+        self.write_i64(v);
+        Ok(())
     }
     fn serialize_i128(self, v: i128) -> Result<(), EncodeError> {
         self.write_int(v);
         Ok(())
     }
     fn serialize_u8(self, v: u8) -> Result<(), EncodeError> {
-        self.serialize_i128(v.into())
+        self.write_u64(v.into());
+        Ok(())
     }
     fn serialize_u16(self, v: u16) -> Result<(), EncodeError> {
-        self.serialize_i128(v.into())
+        self.write_u64(v.into());
+        Ok(())
     }
     fn serialize_u32(self, v: u32) -> Result<(), EncodeError> {
-        self.serialize_i128(v.into())
+        self.write_u64(v.into());
+        Ok(())
     }
     fn serialize_u64(self, v: u64) -> Result<(), EncodeError> {
-        self.serialize_i128(v.into())
+        self.write_u64(v);
+        Ok(())
     }
     fn serialize_u128(self, v: u128) -> Result<(), EncodeError> {
         match i128::try_from(v) {
@@ -501,7 +706,10 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         Ok(MapEncoder {
             enc: self,
             start,
-            entries: Vec::with_capacity(len.unwrap_or(0)),
+            entries: match len {
+                Some(len) if len > INLINE_ENTRIES => Entries::Heap(Vec::with_capacity(len)),
+                _ => Entries::Inline(0, [(0, 0); INLINE_ENTRIES]),
+            },
         })
     }
     fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self, EncodeError> {
@@ -642,6 +850,42 @@ mod tests {
         assert_eq!(encode(&7u8), encode(&7i64));
         assert_ne!(encode(&-1i32), encode(&1i32));
         assert_ne!(encode(&u128::MAX), encode(&(u128::MAX - 1)));
+    }
+
+    #[test]
+    fn integer_fast_paths_match_the_128_bit_encoding() {
+        for v in [0i64, 1, -1, 63, 64, -64, -65, 1 << 40, i64::MIN, i64::MAX] {
+            assert_eq!(encode(&v), encode(&i128::from(v)), "{v}");
+        }
+        for v in [0u64, 127, 128, 1 << 62, (1 << 63) - 1, 1 << 63, u64::MAX] {
+            assert_eq!(encode(&v), encode(&u128::from(v)), "{v}");
+        }
+    }
+
+    #[test]
+    fn small_and_large_maps_sort_alike() {
+        // Inline (≤ 16 entries) and heap paths, unsorted input, nested maps.
+        for n in [1usize, 2, 3, 15, 16, 17, 40] {
+            let forward: Vec<(String, u32)> = (0..n)
+                .map(|i| (format!("k{}", "x".repeat(i % 7) + &i.to_string()), i as u32))
+                .collect();
+            let mut backward = forward.clone();
+            backward.reverse();
+            let sorted: BTreeMap<String, u32> = forward.iter().cloned().collect();
+            let as_map = |entries: &Vec<(String, u32)>| {
+                let mut out = Vec::new();
+                let mut enc = Encoder { out: &mut out };
+                let mut map =
+                    ser::Serializer::serialize_map(&mut enc, Some(entries.len())).unwrap();
+                for (k, v) in entries {
+                    ser::SerializeMap::serialize_entry(&mut map, k, v).unwrap();
+                }
+                ser::SerializeMap::end(map).unwrap();
+                out
+            };
+            assert_eq!(as_map(&forward), as_map(&backward), "{n}");
+            assert_eq!(as_map(&forward), encode(&sorted), "{n}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use moka::notification::RemovalCause;
 use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::key::{Fingerprint, Key};
+use crate::key::{Fingerprint, Key, KeyHashBuilder};
 use crate::store::{BoxFuture, ChangeNotice, Claim, Record, Store, Token};
 
 /// The default bound on completed records.
@@ -36,8 +36,8 @@ const CLAIM_SHARDS: usize = 16;
 /// # drop(store);
 /// ```
 pub struct MokaStore {
-    completed: moka::sync::Cache<Key, Completed>,
-    claims: [Mutex<HashMap<Key, ClaimSlot>>; CLAIM_SHARDS],
+    completed: moka::sync::Cache<Key, Completed, KeyHashBuilder>,
+    claims: [Mutex<HashMap<Key, ClaimSlot, KeyHashBuilder>>; CLAIM_SHARDS],
     next_token: AtomicU64,
 }
 
@@ -106,10 +106,12 @@ impl MokaStoreBuilder {
                     tracing::warn!(key = %key, "idem: moka store full, evicted a completed record");
                 }
             })
-            .build();
+            .build_with_hasher(KeyHashBuilder::new());
         MokaStore {
             completed,
-            claims: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            claims: std::array::from_fn(|_| {
+                Mutex::new(HashMap::with_hasher(KeyHashBuilder::new()))
+            }),
             next_token: AtomicU64::new(1),
         }
     }
@@ -142,7 +144,10 @@ impl MokaStore {
         }
     }
 
-    fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, HashMap<Key, ClaimSlot>> {
+    fn shard(
+        &self,
+        key: &Key,
+    ) -> std::sync::MutexGuard<'_, HashMap<Key, ClaimSlot, KeyHashBuilder>> {
         let index = key.as_bytes()[0] as usize % CLAIM_SHARDS;
         // A panic never happens while the lock is held, but stay usable if one did.
         self.claims[index]

@@ -1,0 +1,552 @@
+//! Redis benchmarks: idem on `RedisStore` beside raw commands on the same connection type
+//! and `cached`'s `AsyncRedisCache`. Spawns its own `redis-server` on a free loopback port.
+//! `cargo bench -p idem-core --features bench-redis --bench redis`.
+//!
+//! A loopback round trip flips between ~27 µs and ~110 µs from batch to batch on this
+//! machine, so latency is measured in a paired loop: each iteration runs the raw command
+//! and the idem call back to back (alternating which goes first), and the table gives the
+//! median per-iteration extra. Command counts come from `INFO commandstats`.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cached::macros::concurrent_cached;
+use idem_core::__private::{InFlight, Spec};
+use idem_core::{Key, RedisStore, SharedStore, idempotent};
+use redis::aio::ConnectionManager;
+
+use common::*;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+static STORE: OnceLock<SharedStore> = OnceLock::new();
+static URL: OnceLock<String> = OnceLock::new();
+
+fn store() -> &'static SharedStore {
+    STORE.get().expect("store set up")
+}
+
+#[idempotent(name = "bench.redis", ttl = "10m", store = store())]
+async fn charge_redis(req: &Request) -> Result<Receipt, BenchError> {
+    Ok(body(req))
+}
+
+static SLOW_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[idempotent(name = "bench.redis.slow", ttl = "10m", store = store())]
+async fn slow_redis(req: &Request) -> Result<Receipt, BenchError> {
+    SLOW_RUNS.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(body(req))
+}
+
+#[concurrent_cached(
+    map_error = |e| BenchError(format!("{e:?}")),
+    ty = "cached::AsyncRedisCache<String, Receipt>",
+    create = {
+        cached::AsyncRedisCache::builder("cached-bench")
+            .ttl(Duration::from_secs(600))
+            .connection_string(URL.get().expect("url"))
+            .connection_manager(true)
+            .build()
+            .await
+            .expect("AsyncRedisCache")
+    },
+    convert = { req.id.clone() }
+)]
+async fn charge_cached_redis(req: &Request) -> Result<Receipt, BenchError> {
+    Ok(body(req))
+}
+
+static SPEC: Spec = Spec {
+    name: "bench.redis",
+    ttl: Duration::from_secs(600),
+    lease: Duration::from_secs(30),
+    wait: Duration::from_secs(60),
+    in_flight: InFlight::Wait,
+    cache_errors: false,
+};
+
+/// The key idem derives for `charge_redis(req)`.
+fn key_of(req: &Request) -> Key {
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    idem_core::__private::derive(&SPEC, &[], None::<&()>, &(idem_core::__private::arg(req),))
+        .unwrap()
+        .0
+}
+
+/// A `redis-server` on a free loopback port, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (apt-get install redis-server)");
+        let server = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connection(url: &str) -> ConnectionManager {
+    let client = redis::Client::open(url).unwrap();
+    ConnectionManager::new(client).await.unwrap()
+}
+
+/// `INFO commandstats` as (command, calls), without the bench's own INFO/CONFIG.
+async fn command_stats(admin: &mut ConnectionManager) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(admin)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let line = line.strip_prefix("cmdstat_")?;
+            let (name, rest) = line.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(name, _)| name != "info" && !name.starts_with("config"))
+        .collect()
+}
+
+async fn reset_stats(admin: &mut ConnectionManager) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(admin)
+        .await
+        .unwrap();
+}
+
+/// Commands the client sent (EVALSHA/EVAL count once; what the scripts call inside is
+/// listed apart).
+fn summarize(stats: &BTreeMap<String, u64>) -> (u64, String) {
+    let sent: u64 = stats
+        .iter()
+        .filter(|(name, _)| matches!(name.as_str(), "evalsha" | "eval"))
+        .map(|(_, calls)| calls)
+        .sum();
+    let detail = stats
+        .iter()
+        .map(|(name, calls)| format!("{name}={calls}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    (sent, detail)
+}
+
+async fn used_memory(admin: &mut ConnectionManager) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(admin)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+const PAIRS: usize = 3_000;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let server = Server::start();
+    let url = server.url();
+    URL.set(url.clone()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(url));
+    drop(server);
+}
+
+async fn run(url: String) {
+    let redis_store = RedisStore::connect(&url).await.expect("RedisStore");
+    let hit_req = request("redis-hit");
+    let hit_key = redis_store.redis_key(&key_of(&hit_req));
+    STORE.set(SharedStore::new(redis_store)).ok().unwrap();
+    let mut raw = connection(&url).await;
+    let mut admin = connection(&url).await;
+
+    // --- Command counts -------------------------------------------------------------
+    reset_stats(&mut admin).await;
+    charge_redis(&hit_req).await.unwrap();
+    let (first_sent, first_detail) = summarize(&command_stats(&mut admin).await);
+    reset_stats(&mut admin).await;
+    charge_redis(&hit_req).await.unwrap();
+    let (hit_sent, hit_detail) = summarize(&command_stats(&mut admin).await);
+
+    reset_stats(&mut admin).await;
+    let one = Arc::new(request("redis-one-key"));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let one = Arc::clone(&one);
+            tokio::spawn(async move { slow_redis(&one).await.is_ok() })
+        })
+        .collect();
+    let mut got = 0;
+    for t in tasks {
+        got += usize::from(t.await.unwrap());
+    }
+    let waiters_time = start.elapsed();
+    let (waiters_sent, waiters_detail) = summarize(&command_stats(&mut admin).await);
+    print_table(
+        "Redis: commands per call (INFO commandstats; inner = what the Lua scripts call)",
+        &["case", "commands sent", "all counted by Redis", "target"],
+        &[
+            vec!["hit".into(), hit_sent.to_string(), hit_detail, "1".into()],
+            vec![
+                "first call".into(),
+                first_sent.to_string(),
+                first_detail,
+                "2".into(),
+            ],
+            vec![
+                format!(
+                    "1,000 local waiters, one key, 100 ms body: {got}/1000 got the result, {} execution(s), {}",
+                    SLOW_RUNS.load(Ordering::Relaxed),
+                    fmt_dur(waiters_time)
+                ),
+                waiters_sent.to_string(),
+                waiters_detail,
+                "≤ 50".into(),
+            ],
+        ],
+    );
+
+    // --- Paired loops -------------------------------------------------------------------
+    let mut extra = Vec::with_capacity(PAIRS);
+    let mut raw_t = Vec::with_capacity(PAIRS);
+    let mut idem_t = Vec::with_capacity(PAIRS);
+    for i in 0..PAIRS {
+        let time_raw = async |raw: &mut ConnectionManager| {
+            let t = Instant::now();
+            let v: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&hit_key)
+                .query_async(raw)
+                .await
+                .unwrap();
+            black_box(v.unwrap());
+            t.elapsed().as_nanos() as f64
+        };
+        let time_idem = async || {
+            let t = Instant::now();
+            black_box(charge_redis(&hit_req).await.unwrap());
+            t.elapsed().as_nanos() as f64
+        };
+        let (r, d) = if i % 2 == 0 {
+            let r = time_raw(&mut raw).await;
+            (r, time_idem().await)
+        } else {
+            let d = time_idem().await;
+            (time_raw(&mut raw).await, d)
+        };
+        raw_t.push(r);
+        idem_t.push(d);
+        extra.push(d - r);
+    }
+    let hit_extra = median(&mut extra);
+    let hit_raw = median(&mut raw_t);
+    let hit_idem = median(&mut idem_t);
+
+    let value = vec![b'x'; 60];
+    let mut extra = Vec::with_capacity(PAIRS);
+    let mut raw_t = Vec::with_capacity(PAIRS);
+    let mut idem_t = Vec::with_capacity(PAIRS);
+    for i in 0..PAIRS {
+        let req = request(format!("redis-first-{i}"));
+        let raw_key = format!("raw:first:{i}");
+        let time_raw = async |raw: &mut ConnectionManager| {
+            let t = Instant::now();
+            let v: Option<String> = redis::cmd("SET")
+                .arg(&raw_key)
+                .arg(&value)
+                .arg("NX")
+                .arg("PX")
+                .arg(600_000)
+                .query_async(raw)
+                .await
+                .unwrap();
+            black_box(v);
+            t.elapsed().as_nanos() as f64
+        };
+        let time_idem = async || {
+            let t = Instant::now();
+            black_box(charge_redis(&req).await.unwrap());
+            t.elapsed().as_nanos() as f64
+        };
+        let (r, d) = if i % 2 == 0 {
+            let r = time_raw(&mut raw).await;
+            (r, time_idem().await)
+        } else {
+            let d = time_idem().await;
+            (time_raw(&mut raw).await, d)
+        };
+        raw_t.push(r);
+        idem_t.push(d);
+        extra.push(d - r);
+    }
+    let first_extra = median(&mut extra);
+    let first_raw = median(&mut raw_t);
+    let first_idem = median(&mut idem_t);
+    print_table(
+        &format!("Redis: paired loop, {PAIRS} iterations, ConnectionManager on loopback (medians)"),
+        &[
+            "case",
+            "idem",
+            "raw",
+            "median extra per iteration",
+            "target",
+        ],
+        &[
+            vec![
+                "hit vs raw GET of the same record".into(),
+                fmt_ns(hit_idem),
+                fmt_ns(hit_raw),
+                format!("{:+.1} µs", hit_extra / 1_000.0),
+                "≤ 10 µs".into(),
+            ],
+            vec![
+                "first call (claim + body + complete) vs raw SET NX PX".into(),
+                fmt_ns(first_idem),
+                fmt_ns(first_raw),
+                format!("{:+.1} µs", first_extra / 1_000.0),
+                "(2 round trips vs 1)".into(),
+            ],
+        ],
+    );
+
+    // --- 64 tasks, distinct keys ----------------------------------------------------------
+    const TASKS: usize = 64;
+    const KEYS: usize = 16;
+    const CALLS: usize = 400;
+    let reqs: Vec<Arc<Vec<Request>>> = (0..TASKS)
+        .map(|t| {
+            Arc::new(
+                (0..KEYS)
+                    .map(|k| request(format!("redis-t{t}-k{k}")))
+                    .collect(),
+            )
+        })
+        .collect();
+    let redis_keys: Vec<Arc<Vec<String>>> = reqs
+        .iter()
+        .map(|rs| {
+            Arc::new(
+                rs.iter()
+                    .map(|r| format!("idem:{}", key_of(r).to_hex()))
+                    .collect(),
+            )
+        })
+        .collect();
+    // Warm: every key stored by idem and by cached.
+    for rs in &reqs {
+        for r in rs.iter() {
+            charge_redis(r).await.unwrap();
+            charge_cached_redis(r).await.unwrap();
+        }
+    }
+    let summarize_run = |mut lat: Vec<u64>, elapsed: Duration| {
+        lat.sort_unstable();
+        (
+            lat.len() as f64 / elapsed.as_secs_f64(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+        )
+    };
+    macro_rules! run_tasks {
+        ($make:expr) => {{
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..TASKS).map($make).collect();
+            let mut lat = Vec::with_capacity(TASKS * CALLS);
+            for t in tasks {
+                lat.extend(t.await.unwrap());
+            }
+            summarize_run(lat, start.elapsed())
+        }};
+    }
+    let raw_run = run_tasks!(|t: usize| {
+        let keys = Arc::clone(&redis_keys[t]);
+        let mut conn = raw.clone();
+        tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(CALLS);
+            for i in 0..CALLS {
+                let s = Instant::now();
+                let v: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&keys[i % KEYS])
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v.unwrap());
+                lat.push(s.elapsed().as_nanos() as u64);
+            }
+            lat
+        })
+    });
+    let idem_run = run_tasks!(|t: usize| {
+        let rs = Arc::clone(&reqs[t]);
+        tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(CALLS);
+            for i in 0..CALLS {
+                let s = Instant::now();
+                black_box(charge_redis(&rs[i % KEYS]).await.unwrap());
+                lat.push(s.elapsed().as_nanos() as u64);
+            }
+            lat
+        })
+    });
+    let cached_run = run_tasks!(|t: usize| {
+        let rs = Arc::clone(&reqs[t]);
+        tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(CALLS);
+            for i in 0..CALLS {
+                let s = Instant::now();
+                black_box(charge_cached_redis(&rs[i % KEYS]).await.unwrap());
+                lat.push(s.elapsed().as_nanos() as u64);
+            }
+            lat
+        })
+    });
+    let row = |name: &str, r: (f64, u64, u64)| {
+        vec![
+            name.to_owned(),
+            format!("{:.0} k/s", r.0 / 1e3),
+            fmt_ns(r.1 as f64),
+            fmt_ns(r.2 as f64),
+            format!("{:.2}×", r.0 / raw_run.0),
+            format!("{:.2}×", r.0 / cached_run.0),
+        ]
+    };
+    print_table(
+        &format!(
+            "Redis: {TASKS} tasks × {CALLS} hits on distinct keys, 2 workers, one multiplexed connection each"
+        ),
+        &[
+            "variant",
+            "throughput",
+            "p50",
+            "p99",
+            "vs raw GET",
+            "vs AsyncRedisCache",
+        ],
+        &[
+            row("idem RedisStore (EVALSHA claim)", idem_run),
+            row("raw multiplexed GET", raw_run),
+            row("cached AsyncRedisCache (#[concurrent_cached])", cached_run),
+        ],
+    );
+
+    // --- Memory ------------------------------------------------------------------------
+    const RECORDS: usize = 100_000;
+    let before = used_memory(&mut admin).await;
+    let fill: Vec<_> = (0..TASKS)
+        .map(|t| {
+            tokio::spawn(async move {
+                for i in (t..RECORDS).step_by(TASKS) {
+                    charge_redis(&request(format!("mem-{i}"))).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for f in fill {
+        f.await.unwrap();
+    }
+    let after_idem = used_memory(&mut admin).await;
+    let sample: Vec<u8> = redis::cmd("GET")
+        .arg(format!("idem:{}", key_of(&request("mem-0")).to_hex()))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // The same number of keys of the same shape, written raw.
+    for chunk in 0..RECORDS / 1_000 {
+        let mut pipe = redis::pipe();
+        for i in chunk * 1_000..(chunk + 1) * 1_000 {
+            let key = format!("rawmem:{}", key_of(&request(format!("raw-{i}"))).to_hex());
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(&sample)
+                .arg("PX")
+                .arg(600_000)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut raw).await.unwrap();
+    }
+    let after_raw = used_memory(&mut admin).await;
+    let idem_per = (after_idem - before) as f64 / RECORDS as f64;
+    let raw_per = (after_raw - after_idem) as f64 / RECORDS as f64;
+    print_table(
+        &format!(
+            "Redis: used_memory per record ({RECORDS} records, {} value bytes)",
+            sample.len()
+        ),
+        &["variant", "bytes/record", "vs raw SET"],
+        &[
+            vec![
+                "idem RedisStore record".into(),
+                format!("{idem_per:.0}"),
+                format!("{:.2}×", idem_per / raw_per),
+            ],
+            vec![
+                "raw SET of the same key and value, PX".into(),
+                format!("{raw_per:.0}"),
+                "1.00×".into(),
+            ],
+        ],
+    );
+}
