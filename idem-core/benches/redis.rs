@@ -199,6 +199,42 @@ async fn used_memory(admin: &mut ConnectionManager) -> u64 {
 
 const PAIRS: usize = 3_000;
 
+/// Runs `baseline(i)` and `measured(i)` back to back `PAIRS` times, alternating which goes
+/// first; returns the medians of the baseline, of the measured, and of the per-iteration
+/// extra (ns).
+async fn paired<A, B, FA, FB>(mut baseline: A, mut measured: B) -> (f64, f64, f64)
+where
+    A: FnMut(usize) -> FA,
+    B: FnMut(usize) -> FB,
+    FA: std::future::Future<Output = ()>,
+    FB: std::future::Future<Output = ()>,
+{
+    let mut extra = Vec::with_capacity(PAIRS);
+    let mut base_t = Vec::with_capacity(PAIRS);
+    let mut meas_t = Vec::with_capacity(PAIRS);
+    for i in 0..PAIRS {
+        let (b, m) = if i % 2 == 0 {
+            let t = Instant::now();
+            baseline(i).await;
+            let b = t.elapsed().as_nanos() as f64;
+            let t = Instant::now();
+            measured(i).await;
+            (b, t.elapsed().as_nanos() as f64)
+        } else {
+            let t = Instant::now();
+            measured(i).await;
+            let m = t.elapsed().as_nanos() as f64;
+            let t = Instant::now();
+            baseline(i).await;
+            (t.elapsed().as_nanos() as f64, m)
+        };
+        base_t.push(b);
+        meas_t.push(m);
+        extra.push(m - b);
+    }
+    (median(&mut base_t), median(&mut meas_t), median(&mut extra))
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -271,104 +307,149 @@ async fn run(url: String) {
     );
 
     // --- Paired loops -------------------------------------------------------------------
-    let mut extra = Vec::with_capacity(PAIRS);
-    let mut raw_t = Vec::with_capacity(PAIRS);
-    let mut idem_t = Vec::with_capacity(PAIRS);
-    for i in 0..PAIRS {
-        let time_raw = async |raw: &mut ConnectionManager| {
-            let t = Instant::now();
-            let v: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(&hit_key)
-                .query_async(raw)
-                .await
-                .unwrap();
-            black_box(v.unwrap());
-            t.elapsed().as_nanos() as f64
-        };
-        let time_idem = async || {
-            let t = Instant::now();
-            black_box(charge_redis(&hit_req).await.unwrap());
-            t.elapsed().as_nanos() as f64
-        };
-        let (r, d) = if i % 2 == 0 {
-            let r = time_raw(&mut raw).await;
-            (r, time_idem().await)
-        } else {
-            let d = time_idem().await;
-            (time_raw(&mut raw).await, d)
-        };
-        raw_t.push(r);
-        idem_t.push(d);
-        extra.push(d - r);
-    }
-    let hit_extra = median(&mut extra);
-    let hit_raw = median(&mut raw_t);
-    let hit_idem = median(&mut idem_t);
-
+    let lua_get = redis::Script::new("return redis.call('GET', KEYS[1])");
+    let _: Option<Vec<u8>> = lua_get.key(&hit_key).invoke_async(&mut raw).await.unwrap();
+    let lua_sha = lua_get.get_hash().to_owned();
+    let record: Vec<u8> = redis::cmd("GET")
+        .arg(&hit_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let raw_get = {
+        let conn = raw.clone();
+        let key = hit_key.clone();
+        move |_i: usize| {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move {
+                let v: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v.unwrap());
+            }
+        }
+    };
+    let idem_hit = |_i: usize| {
+        let req = &hit_req;
+        async move {
+            black_box(charge_redis(req).await.unwrap());
+        }
+    };
+    let raw_evalsha = {
+        let conn = raw.clone();
+        let key = hit_key.clone();
+        let sha = lua_sha.clone();
+        move |_i: usize| {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            let sha = sha.clone();
+            async move {
+                let v: Option<Vec<u8>> = redis::cmd("EVALSHA")
+                    .arg(&sha)
+                    .arg(1)
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v.unwrap());
+            }
+        }
+    };
+    let raw_set_nx_get = {
+        let conn = raw.clone();
+        let key = hit_key.clone();
+        move |_i: usize| {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move {
+                let v: Option<Vec<u8>> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(60_000)
+                    .arg("GET")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v.unwrap());
+            }
+        }
+    };
     let value = vec![b'x'; 60];
-    let mut extra = Vec::with_capacity(PAIRS);
-    let mut raw_t = Vec::with_capacity(PAIRS);
-    let mut idem_t = Vec::with_capacity(PAIRS);
-    for i in 0..PAIRS {
-        let req = request(format!("redis-first-{i}"));
-        let raw_key = format!("raw:first:{i}");
-        let time_raw = async |raw: &mut ConnectionManager| {
-            let t = Instant::now();
-            let v: Option<String> = redis::cmd("SET")
-                .arg(&raw_key)
-                .arg(&value)
-                .arg("NX")
-                .arg("PX")
-                .arg(600_000)
-                .query_async(raw)
-                .await
-                .unwrap();
-            black_box(v);
-            t.elapsed().as_nanos() as f64
-        };
-        let time_idem = async || {
-            let t = Instant::now();
-            black_box(charge_redis(&req).await.unwrap());
-            t.elapsed().as_nanos() as f64
-        };
-        let (r, d) = if i % 2 == 0 {
-            let r = time_raw(&mut raw).await;
-            (r, time_idem().await)
-        } else {
-            let d = time_idem().await;
-            (time_raw(&mut raw).await, d)
-        };
-        raw_t.push(r);
-        idem_t.push(d);
-        extra.push(d - r);
-    }
-    let first_extra = median(&mut extra);
-    let first_raw = median(&mut raw_t);
-    let first_idem = median(&mut idem_t);
+    let raw_set_nx = {
+        let conn = raw.clone();
+        let value = value.clone();
+        move |i: usize| {
+            let mut conn = conn.clone();
+            let value = value.clone();
+            async move {
+                let v: Option<String> = redis::cmd("SET")
+                    .arg(format!("raw:first:{i}"))
+                    .arg(&value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(600_000)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v);
+            }
+        }
+    };
+    let first_reqs: Vec<Request> = (0..PAIRS)
+        .map(|i| request(format!("redis-first-{i}")))
+        .collect();
+    let idem_first = |i: usize| {
+        let req = &first_reqs[i];
+        async move {
+            black_box(charge_redis(req).await.unwrap());
+        }
+    };
+    let hit = paired(raw_get.clone(), idem_hit).await;
+    let lua = paired(raw_get.clone(), raw_evalsha.clone()).await;
+    let native = paired(raw_get.clone(), raw_set_nx_get.clone()).await;
+    let first = paired(raw_set_nx, idem_first).await;
+    let _ = record;
+    let row = |name: &str, r: (f64, f64, f64), target: &str| {
+        vec![
+            name.to_owned(),
+            fmt_ns(r.1),
+            fmt_ns(r.0),
+            format!("{:+.1} µs", r.2 / 1_000.0),
+            target.to_owned(),
+        ]
+    };
     print_table(
-        &format!("Redis: paired loop, {PAIRS} iterations, ConnectionManager on loopback (medians)"),
+        &format!(
+            "Redis: paired loop, {PAIRS} iterations each, ConnectionManager on loopback (medians)"
+        ),
         &[
             "case",
-            "idem",
-            "raw",
+            "measured",
+            "baseline",
             "median extra per iteration",
             "target",
         ],
         &[
-            vec![
-                "hit vs raw GET of the same record".into(),
-                fmt_ns(hit_idem),
-                fmt_ns(hit_raw),
-                format!("{:+.1} µs", hit_extra / 1_000.0),
-                "≤ 10 µs".into(),
-            ],
-            vec![
-                "first call (claim + body + complete) vs raw SET NX PX".into(),
-                fmt_ns(first_idem),
-                fmt_ns(first_raw),
-                format!("{:+.1} µs", first_extra / 1_000.0),
-                "(2 round trips vs 1)".into(),
-            ],
+            row("idem hit vs raw GET of the same record", hit, "≤ 10 µs"),
+            row(
+                "(reference) raw EVALSHA `return redis.call('GET', KEYS[1])` vs raw GET",
+                lua,
+                "-",
+            ),
+            row(
+                "(reference) raw SET .. NX PX .. GET on the record vs raw GET",
+                native,
+                "-",
+            ),
+            row(
+                "idem first call (claim + body + complete) vs raw SET NX PX",
+                first,
+                "2 round trips vs 1",
+            ),
         ],
     );
 
@@ -439,6 +520,50 @@ async fn run(url: String) {
             lat
         })
     });
+    let lua_run = run_tasks!(|t: usize| {
+        let keys = Arc::clone(&redis_keys[t]);
+        let mut conn = raw.clone();
+        let sha = lua_sha.clone();
+        tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(CALLS);
+            for i in 0..CALLS {
+                let s = Instant::now();
+                let v: Option<Vec<u8>> = redis::cmd("EVALSHA")
+                    .arg(&sha)
+                    .arg(1)
+                    .arg(&keys[i % KEYS])
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v.unwrap());
+                lat.push(s.elapsed().as_nanos() as u64);
+            }
+            lat
+        })
+    });
+    let native_run = run_tasks!(|t: usize| {
+        let keys = Arc::clone(&redis_keys[t]);
+        let mut conn = raw.clone();
+        tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(CALLS);
+            for i in 0..CALLS {
+                let s = Instant::now();
+                let v: Option<Vec<u8>> = redis::cmd("SET")
+                    .arg(&keys[i % KEYS])
+                    .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(60_000)
+                    .arg("GET")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v.unwrap());
+                lat.push(s.elapsed().as_nanos() as u64);
+            }
+            lat
+        })
+    });
     let idem_run = run_tasks!(|t: usize| {
         let rs = Arc::clone(&reqs[t]);
         tokio::spawn(async move {
@@ -489,6 +614,14 @@ async fn run(url: String) {
             row("idem RedisStore (EVALSHA claim)", idem_run),
             row("raw multiplexed GET", raw_run),
             row("cached AsyncRedisCache (#[concurrent_cached])", cached_run),
+            row(
+                "(reference) raw EVALSHA `return redis.call('GET', KEYS[1])`",
+                lua_run,
+            ),
+            row(
+                "(reference) raw SET .. NX PX .. GET (a native one-command claim)",
+                native_run,
+            ),
         ],
     );
 
