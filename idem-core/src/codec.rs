@@ -42,9 +42,7 @@ pub(crate) fn decode<T: DeserializeOwned, E>(
     decode_err: Option<DecodeFn<E>>,
 ) -> Result<Stored<T, E>, Error> {
     match bytes.split_first() {
-        Some((&OK_TAG, json)) => serde_json::from_slice(json)
-            .map(Stored::Ok)
-            .map_err(Error::codec),
+        Some((&OK_TAG, json)) => from_json(json).map(Stored::Ok),
         Some((&ERR_TAG, json)) => match decode_err {
             Some(decode_err) => decode_err(json).map(Stored::Err),
             None => Err(Error::codec(
@@ -57,5 +55,13 @@ pub(crate) fn decode<T: DeserializeOwned, E>(
 
 /// `decode_err` for functions with `cache_errors`.
 pub(crate) fn decode_json<E: DeserializeOwned>(json: &[u8]) -> Result<E, Error> {
-    serde_json::from_slice(json).map_err(Error::codec)
+    from_json(json)
+}
+
+/// Validates the UTF-8 of the whole JSON once (serde_json writes nothing else), then parses
+/// it as `str`: `serde_json::from_slice` would validate every string and field name on its
+/// own, which costs about a quarter of a decode.
+fn from_json<V: DeserializeOwned>(json: &[u8]) -> Result<V, Error> {
+    let json = std::str::from_utf8(json).map_err(Error::codec)?;
+    serde_json::from_str(json).map_err(Error::codec)
 }
