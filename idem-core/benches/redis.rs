@@ -259,199 +259,15 @@ async fn run(url: String) {
     let mut raw = connection(&url).await;
     let mut admin = connection(&url).await;
 
-    // --- Command counts -------------------------------------------------------------
-    reset_stats(&mut admin).await;
+    // `IDEM_BENCH_REDIS_PROFILE=1`: only the 64-task idem run, five times (for perf).
+    let profile = std::env::var("IDEM_BENCH_REDIS_PROFILE").is_ok();
     charge_redis(&hit_req).await.unwrap();
-    let (first_sent, first_detail) = summarize(&command_stats(&mut admin).await);
-    reset_stats(&mut admin).await;
-    charge_redis(&hit_req).await.unwrap();
-    let (hit_sent, hit_detail) = summarize(&command_stats(&mut admin).await);
-
-    reset_stats(&mut admin).await;
-    let one = Arc::new(request("redis-one-key"));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..1_000)
-        .map(|_| {
-            let one = Arc::clone(&one);
-            tokio::spawn(async move { slow_redis(&one).await.is_ok() })
-        })
-        .collect();
-    let mut got = 0;
-    for t in tasks {
-        got += usize::from(t.await.unwrap());
-    }
-    let waiters_time = start.elapsed();
-    let (waiters_sent, waiters_detail) = summarize(&command_stats(&mut admin).await);
-    print_table(
-        "Redis: commands per call (INFO commandstats; inner = what the Lua scripts call)",
-        &["case", "commands sent", "all counted by Redis", "target"],
-        &[
-            vec!["hit".into(), hit_sent.to_string(), hit_detail, "1".into()],
-            vec![
-                "first call".into(),
-                first_sent.to_string(),
-                first_detail,
-                "2".into(),
-            ],
-            vec![
-                format!(
-                    "1,000 local waiters, one key, 100 ms body: {got}/1000 got the result, {} execution(s), {}",
-                    SLOW_RUNS.load(Ordering::Relaxed),
-                    fmt_dur(waiters_time)
-                ),
-                waiters_sent.to_string(),
-                waiters_detail,
-                "≤ 50".into(),
-            ],
-        ],
-    );
-
-    // --- Paired loops -------------------------------------------------------------------
     let lua_get = redis::Script::new("return redis.call('GET', KEYS[1])");
     let _: Option<Vec<u8>> = lua_get.key(&hit_key).invoke_async(&mut raw).await.unwrap();
     let lua_sha = lua_get.get_hash().to_owned();
-    let record: Vec<u8> = redis::cmd("GET")
-        .arg(&hit_key)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let raw_get = {
-        let conn = raw.clone();
-        let key = hit_key.clone();
-        move |_i: usize| {
-            let mut conn = conn.clone();
-            let key = key.clone();
-            async move {
-                let v: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box(v.unwrap());
-            }
-        }
-    };
-    let idem_hit = |_i: usize| {
-        let req = &hit_req;
-        async move {
-            black_box(charge_redis(req).await.unwrap());
-        }
-    };
-    let raw_evalsha = {
-        let conn = raw.clone();
-        let key = hit_key.clone();
-        let sha = lua_sha.clone();
-        move |_i: usize| {
-            let mut conn = conn.clone();
-            let key = key.clone();
-            let sha = sha.clone();
-            async move {
-                let v: Option<Vec<u8>> = redis::cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(1)
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box(v.unwrap());
-            }
-        }
-    };
-    let raw_set_nx_get = {
-        let conn = raw.clone();
-        let key = hit_key.clone();
-        move |_i: usize| {
-            let mut conn = conn.clone();
-            let key = key.clone();
-            async move {
-                let v: Option<Vec<u8>> = redis::cmd("SET")
-                    .arg(&key)
-                    .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(60_000)
-                    .arg("GET")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box(v.unwrap());
-            }
-        }
-    };
-    let value = vec![b'x'; 60];
-    let raw_set_nx = {
-        let conn = raw.clone();
-        let value = value.clone();
-        move |i: usize| {
-            let mut conn = conn.clone();
-            let value = value.clone();
-            async move {
-                let v: Option<String> = redis::cmd("SET")
-                    .arg(format!("raw:first:{i}"))
-                    .arg(&value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(600_000)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box(v);
-            }
-        }
-    };
-    let first_reqs: Vec<Request> = (0..PAIRS)
-        .map(|i| request(format!("redis-first-{i}")))
-        .collect();
-    let idem_first = |i: usize| {
-        let req = &first_reqs[i];
-        async move {
-            black_box(charge_redis(req).await.unwrap());
-        }
-    };
-    let hit = paired(raw_get.clone(), idem_hit).await;
-    let lua = paired(raw_get.clone(), raw_evalsha.clone()).await;
-    let native = paired(raw_get.clone(), raw_set_nx_get.clone()).await;
-    let first = paired(raw_set_nx, idem_first).await;
-    let _ = record;
-    let row = |name: &str, r: (f64, f64, f64), target: &str| {
-        vec![
-            name.to_owned(),
-            fmt_ns(r.1),
-            fmt_ns(r.0),
-            format!("{:+.1} µs", r.2 / 1_000.0),
-            target.to_owned(),
-        ]
-    };
-    print_table(
-        &format!(
-            "Redis: paired loop, {PAIRS} iterations each, ConnectionManager on loopback (medians)"
-        ),
-        &[
-            "case",
-            "measured",
-            "baseline",
-            "median extra per iteration",
-            "target",
-        ],
-        &[
-            row("idem hit vs raw GET of the same record", hit, "≤ 10 µs"),
-            row(
-                "(reference) raw EVALSHA `return redis.call('GET', KEYS[1])` vs raw GET",
-                lua,
-                "-",
-            ),
-            row(
-                "(reference) raw SET .. NX PX .. GET on the record vs raw GET",
-                native,
-                "-",
-            ),
-            row(
-                "idem first call (claim + body + complete) vs raw SET NX PX",
-                first,
-                "2 round trips vs 1",
-            ),
-        ],
-    );
+    if !profile {
+        counts_and_paired(&hit_req, &hit_key, &raw, &mut admin, &lua_sha).await;
+    }
 
     // --- 64 tasks, distinct keys ----------------------------------------------------------
     const TASKS: usize = 64;
@@ -501,6 +317,24 @@ async fn run(url: String) {
             }
             summarize_run(lat, start.elapsed())
         }};
+    }
+    if profile {
+        for _ in 0..5 {
+            let r = run_tasks!(|t: usize| {
+                let rs = Arc::clone(&reqs[t]);
+                tokio::spawn(async move {
+                    let mut lat = Vec::with_capacity(CALLS);
+                    for i in 0..CALLS {
+                        let s = Instant::now();
+                        black_box(charge_redis(&rs[i % KEYS]).await.unwrap());
+                        lat.push(s.elapsed().as_nanos() as u64);
+                    }
+                    lat
+                })
+            });
+            println!("idem 64 tasks: {:.0} k/s", r.0 / 1e3);
+        }
+        return;
     }
     let raw_run = run_tasks!(|t: usize| {
         let keys = Arc::clone(&redis_keys[t]);
@@ -680,6 +514,207 @@ async fn run(url: String) {
                 format!("{raw_per:.0}"),
                 "1.00×".into(),
             ],
+        ],
+    );
+}
+
+/// Command counts and the paired loops.
+async fn counts_and_paired(
+    hit_req: &Request,
+    hit_key: &str,
+    raw: &ConnectionManager,
+    admin: &mut ConnectionManager,
+    lua_sha: &str,
+) {
+    let (hit_req, hit_key, lua_sha) = (hit_req.clone(), hit_key.to_owned(), lua_sha.to_owned());
+    let mut raw = raw.clone();
+    reset_stats(admin).await;
+    charge_redis(&request("redis-first-count")).await.unwrap();
+    let (first_sent, first_detail) = summarize(&command_stats(admin).await);
+    reset_stats(admin).await;
+    charge_redis(&hit_req).await.unwrap();
+    let (hit_sent, hit_detail) = summarize(&command_stats(admin).await);
+
+    reset_stats(admin).await;
+    let one = Arc::new(request("redis-one-key"));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let one = Arc::clone(&one);
+            tokio::spawn(async move { slow_redis(&one).await.is_ok() })
+        })
+        .collect();
+    let mut got = 0;
+    for t in tasks {
+        got += usize::from(t.await.unwrap());
+    }
+    let waiters_time = start.elapsed();
+    let (waiters_sent, waiters_detail) = summarize(&command_stats(admin).await);
+    print_table(
+        "Redis: commands per call (INFO commandstats; inner = what the Lua scripts call)",
+        &["case", "commands sent", "all counted by Redis", "target"],
+        &[
+            vec!["hit".into(), hit_sent.to_string(), hit_detail, "1".into()],
+            vec![
+                "first call".into(),
+                first_sent.to_string(),
+                first_detail,
+                "2".into(),
+            ],
+            vec![
+                format!(
+                    "1,000 local waiters, one key, 100 ms body: {got}/1000 got the result, {} execution(s), {}",
+                    SLOW_RUNS.load(Ordering::Relaxed),
+                    fmt_dur(waiters_time)
+                ),
+                waiters_sent.to_string(),
+                waiters_detail,
+                "≤ 50".into(),
+            ],
+        ],
+    );
+
+    // --- Paired loops -------------------------------------------------------------------
+    let record: Vec<u8> = redis::cmd("GET")
+        .arg(&hit_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let raw_get = {
+        let conn = raw.clone();
+        let key = hit_key.clone();
+        move |_i: usize| {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move {
+                let v: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v.unwrap());
+            }
+        }
+    };
+    let idem_hit = |_i: usize| {
+        let req = &hit_req;
+        async move {
+            black_box(charge_redis(req).await.unwrap());
+        }
+    };
+    let raw_evalsha = {
+        let conn = raw.clone();
+        let key = hit_key.clone();
+        let sha = lua_sha.clone();
+        move |_i: usize| {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            let sha = sha.clone();
+            async move {
+                let v: Option<Vec<u8>> = redis::cmd("EVALSHA")
+                    .arg(&sha)
+                    .arg(1)
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v.unwrap());
+            }
+        }
+    };
+    let raw_set_nx_get = {
+        let conn = raw.clone();
+        let key = hit_key.clone();
+        move |_i: usize| {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move {
+                let v: Option<Vec<u8>> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(60_000)
+                    .arg("GET")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v.unwrap());
+            }
+        }
+    };
+    let value = vec![b'x'; 60];
+    let raw_set_nx = {
+        let conn = raw.clone();
+        let value = value.clone();
+        move |i: usize| {
+            let mut conn = conn.clone();
+            let value = value.clone();
+            async move {
+                let v: Option<String> = redis::cmd("SET")
+                    .arg(format!("raw:first:{i}"))
+                    .arg(&value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(600_000)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(v);
+            }
+        }
+    };
+    let first_reqs: Vec<Request> = (0..PAIRS)
+        .map(|i| request(format!("redis-first-{i}")))
+        .collect();
+    let idem_first = |i: usize| {
+        let req = &first_reqs[i];
+        async move {
+            black_box(charge_redis(req).await.unwrap());
+        }
+    };
+    let hit = paired(raw_get.clone(), idem_hit).await;
+    let lua = paired(raw_get.clone(), raw_evalsha.clone()).await;
+    let native = paired(raw_get.clone(), raw_set_nx_get.clone()).await;
+    let first = paired(raw_set_nx, idem_first).await;
+    let _ = record;
+    let row = |name: &str, r: (f64, f64, f64), target: &str| {
+        vec![
+            name.to_owned(),
+            fmt_ns(r.1),
+            fmt_ns(r.0),
+            format!("{:+.1} µs", r.2 / 1_000.0),
+            target.to_owned(),
+        ]
+    };
+    print_table(
+        &format!(
+            "Redis: paired loop, {PAIRS} iterations each, ConnectionManager on loopback (medians)"
+        ),
+        &[
+            "case",
+            "measured",
+            "baseline",
+            "median extra per iteration",
+            "target",
+        ],
+        &[
+            row("idem hit vs raw GET of the same record", hit, "≤ 10 µs"),
+            row(
+                "(reference) raw EVALSHA `return redis.call('GET', KEYS[1])` vs raw GET",
+                lua,
+                "-",
+            ),
+            row(
+                "(reference) raw SET .. NX PX .. GET on the record vs raw GET",
+                native,
+                "-",
+            ),
+            row(
+                "idem first call (claim + body + complete) vs raw SET NX PX",
+                first,
+                "2 round trips vs 1",
+            ),
         ],
     );
 }
