@@ -199,10 +199,28 @@ async fn used_memory(admin: &mut ConnectionManager) -> u64 {
 
 const PAIRS: usize = 3_000;
 
+/// A pair whose both halves take less than this (ns) ran with the vCPUs awake; a pair whose
+/// both halves take more, idle.
+const AWAKE_BELOW_NS: f64 = 60_000.0;
+
+/// Medians of one paired loop (ns).
+#[derive(Clone, Copy)]
+struct Paired {
+    baseline: f64,
+    measured: f64,
+    extra: f64,
+    /// Pairs with both halves under `AWAKE_BELOW_NS`, and their extra.
+    awake: usize,
+    extra_awake: f64,
+    /// Pairs with both halves over it, and their extra.
+    idle: usize,
+    extra_idle: f64,
+}
+
 /// Runs `baseline(i)` and `measured(i)` back to back `PAIRS` times, alternating which goes
 /// first; returns the medians of the baseline, of the measured, and of the per-iteration
-/// extra (ns).
-async fn paired<A, B, FA, FB>(mut baseline: A, mut measured: B) -> (f64, f64, f64)
+/// extra, overall and split by whether the baseline round trip was fast (vCPUs awake).
+async fn paired<A, B, FA, FB>(mut baseline: A, mut measured: B) -> Paired
 where
     A: FnMut(usize) -> FA,
     B: FnMut(usize) -> FB,
@@ -232,7 +250,25 @@ where
         meas_t.push(m);
         extra.push(m - b);
     }
-    (median(&mut base_t), median(&mut meas_t), median(&mut extra))
+    let (mut awake, mut idle): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    for ((b, m), e) in base_t.iter().zip(&meas_t).zip(&extra) {
+        // Both halves of the pair in the same regime; mixed pairs count only overall.
+        if b.max(*m) < AWAKE_BELOW_NS {
+            awake.push(*e);
+        } else if b.min(*m) >= AWAKE_BELOW_NS {
+            idle.push(*e);
+        }
+    }
+    let med = |v: &mut Vec<f64>| if v.is_empty() { f64::NAN } else { median(v) };
+    Paired {
+        baseline: median(&mut base_t),
+        measured: median(&mut meas_t),
+        extra: median(&mut extra),
+        awake: awake.len(),
+        extra_awake: med(&mut awake),
+        idle: idle.len(),
+        extra_idle: med(&mut idle),
+    }
 }
 
 fn main() {
@@ -673,33 +709,111 @@ async fn counts_and_paired(
             black_box(charge_redis(req).await.unwrap());
         }
     };
+    // idem's own claim command, captured with SLOWLOG, replayed raw: the server and protocol
+    // cost of the claim script without idem's client side.
+    let own_claim = {
+        let set_slowlog = async |admin: &mut ConnectionManager, us: i64| {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("slowlog-log-slower-than")
+                .arg(us)
+                .query_async(admin)
+                .await
+                .unwrap();
+        };
+        set_slowlog(admin, 0).await;
+        let _: () = redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query_async(admin)
+            .await
+            .unwrap();
+        charge_redis(&hit_req).await.unwrap();
+        let log: redis::Value = redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(16)
+            .query_async(admin)
+            .await
+            .unwrap();
+        set_slowlog(admin, 10_000).await;
+        let bulk = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => Some(b.clone()),
+            redis::Value::SimpleString(s) => Some(s.clone().into_bytes()),
+            _ => None,
+        };
+        let entries = match log {
+            redis::Value::Array(entries) => entries,
+            other => panic!("SLOWLOG GET: {other:?}"),
+        };
+        entries
+            .iter()
+            .find_map(|entry| {
+                let redis::Value::Array(fields) = entry else {
+                    return None;
+                };
+                let redis::Value::Array(args) = fields.get(3)? else {
+                    return None;
+                };
+                let args: Vec<Vec<u8>> = args.iter().filter_map(bulk).collect();
+                args.first()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"evalsha"))
+                    .then_some(args)
+            })
+            .expect("idem's EVALSHA in SLOWLOG")
+    };
+    let raw_own_claim = {
+        let conn = raw.clone();
+        let args = Arc::new(own_claim);
+        move |_i: usize| {
+            let mut conn = conn.clone();
+            let args = Arc::clone(&args);
+            async move {
+                let mut cmd = redis::cmd("EVALSHA");
+                for arg in &args[1..] {
+                    cmd.arg(arg.as_slice());
+                }
+                let v: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+                black_box(v);
+            }
+        }
+    };
     let hit = paired(raw_get.clone(), idem_hit).await;
+    let own = paired(raw_get.clone(), raw_own_claim).await;
     let lua = paired(raw_get.clone(), raw_evalsha.clone()).await;
     let native = paired(raw_get.clone(), raw_set_nx_get.clone()).await;
     let first = paired(raw_set_nx, idem_first).await;
     let _ = record;
-    let row = |name: &str, r: (f64, f64, f64), target: &str| {
+    let row = |name: &str, r: Paired, target: &str| {
         vec![
             name.to_owned(),
-            fmt_ns(r.1),
-            fmt_ns(r.0),
-            format!("{:+.1} µs", r.2 / 1_000.0),
+            fmt_ns(r.measured),
+            fmt_ns(r.baseline),
+            format!("{:+.1} µs", r.extra / 1_000.0),
+            format!("{:+.1} µs ({})", r.extra_awake / 1_000.0, r.awake),
+            format!("{:+.1} µs ({})", r.extra_idle / 1_000.0, r.idle),
             target.to_owned(),
         ]
     };
     print_table(
         &format!(
-            "Redis: paired loop, {PAIRS} iterations each, ConnectionManager on loopback (medians)"
+            "Redis: paired loop, {PAIRS} iterations each, ConnectionManager on loopback (medians; awake = both halves < {} µs, idle = both over)",
+            AWAKE_BELOW_NS / 1_000.0
         ),
         &[
             "case",
             "measured",
             "baseline",
             "median extra per iteration",
+            "extra, vCPUs awake (n)",
+            "extra, idle (n)",
             "target",
         ],
         &[
             row("idem hit vs raw GET of the same record", hit, "≤ 10 µs"),
+            row(
+                "(reference) raw EVALSHA of idem's own claim (same script and arguments) vs raw GET",
+                own,
+                "-",
+            ),
             row(
                 "(reference) raw EVALSHA `return redis.call('GET', KEYS[1])` vs raw GET",
                 lua,
