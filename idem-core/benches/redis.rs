@@ -301,6 +301,15 @@ async fn run(url: String) {
     let lua_get = redis::Script::new("return redis.call('GET', KEYS[1])");
     let _: Option<Vec<u8>> = lua_get.key(&hit_key).invoke_async(&mut raw).await.unwrap();
     let lua_sha = lua_get.get_hash().to_owned();
+    // `--profile-hit N`: N sequential hits, then exit (for callgrind).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--profile-hit") {
+        let n: usize = args[i + 1].parse().unwrap();
+        for _ in 0..n {
+            black_box(charge_redis(&hit_req).await.unwrap());
+        }
+        return;
+    }
     if !profile {
         counts_and_paired(&hit_req, &hit_key, &raw, &mut admin, &lua_sha).await;
     }
