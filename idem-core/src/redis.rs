@@ -7,24 +7,34 @@
 //! `idem`; the key is the 64-hex-digit hash, never the raw arguments). Its value is either
 //!
 //! - a **claim**: `C`, the record version byte, the holder's 128-bit fencing token as 32 hex
-//!   digits, then the lease deadline in milliseconds of the server's clock (decimal). The key's
-//!   own TTL is twice the lease, so a claim whose lease lapsed can still be recognised (and
-//!   reported as `taken_over`) for a while, and is cleaned up by Redis afterwards; or
+//!   digits, then the lease deadline in milliseconds since the Unix epoch on the holder's
+//!   clock (decimal). The deadline is informational: the key's own expiry (`PX`) *is* the
+//!   lease, set when the claim is taken and reset by each renewal, so Redis removes a claim
+//!   whose lease lapsed and the next claim finds the key free. (Releases of idem before the
+//!   native claim compare the deadline with the server's clock in their claim script; it
+//!   is kept so that they still see a live claim as live during a rolling upgrade, as long
+//!   as the clocks agree within a fraction of the lease.) Or
 //! - a **record**: `R`, the record version byte, the 32-byte payload fingerprint, then the
 //!   encoded outcome; the key's TTL is the function's `ttl`.
 //!
 //! # Protocol
 //!
-//! Four Lua scripts, loaded once at connect (`SCRIPT LOAD`) and called by `EVALSHA` (with a
-//! fall-back to `EVAL` when the server answers `NOSCRIPT`, e.g. after a restart):
+//! - `claim` is one native command, `SET {key} {claim} NX PX {lease} GET` (Redis ≥ 7.0):
+//!   a nil reply means the key was free and is now ours; a record is *completed*; a claim
+//!   is *in progress* (it exists only while its lease holds). A key of another type, or a
+//!   value that is neither, is [`Error::Codec`] and is never overwritten.
+//! - `renew`, `complete` and `release` are Lua scripts, loaded once at connect
+//!   (`SCRIPT LOAD`) and called by `EVALSHA` (with a fall-back to `EVAL` when the server
+//!   answers `NOSCRIPT`, e.g. after a restart). Each compares the stored claim's token with
+//!   the caller's before it writes (fencing): a holder that was taken over cannot touch its
+//!   successor's claim or record. `renew` and `complete` also write when the key is absent
+//!   (the holder's lease lapsed and nobody took the key: keeping the claim, or storing the
+//!   completed result, is then correct), never over another claim or a record.
 //!
-//! - `claim` answers *completed* (the record), *in progress* (a claim whose deadline has not
-//!   passed), or takes the key (free, or a lapsed claim) with a new token: one round trip;
-//! - `renew`, `complete` and `release` compare the stored claim's token with the caller's
-//!   before they write (fencing): a holder that was taken over cannot touch its successor.
-//!
-//! A hit costs one command (`EVALSHA` of `claim`), a first call two (`claim`, `complete`),
-//! plus one `renew` per third of a lease while a body runs.
+//! A hit costs one command (the `SET .. NX PX .. GET` claim), a first call two (claim,
+//! `complete`), plus one `renew` per third of a lease while a body runs. A lapsed claim
+//! has expired by the time another caller takes the key, so this store cannot tell a
+//! takeover from a first claim: [`Claim::Claimed`]'s `taken_over` is always `false` here.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,44 +69,24 @@ const CLAIM_PREFIX_LEN: usize = 34;
 /// The length of a record's header: tag, version, 32-byte fingerprint.
 const RECORD_HEADER_LEN: usize = 34;
 
-/// `KEYS[1]` the record; `ARGV[1]` the new claim's prefix (tag, version, token);
-/// `ARGV[2]` the lease in ms. Replies `{0, taken_over}` claimed, `{1, value}` a record (or
-/// bytes this version cannot read), `{2, ms_left}` in progress, `{3}` an unreadable claim,
-/// `{4}` a key of another type.
-const CLAIM_LUA: &str = r#"
-local v = redis.pcall('GET', KEYS[1])
-if type(v) == 'table' then return {4} end
-local taken = 0
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if v then
-  if string.sub(v, 1, 2) ~= string.sub(ARGV[1], 1, 2) then return {1, v} end
-  local deadline = tonumber(string.sub(v, 35))
-  if not deadline then return {3} end
-  if deadline > now then return {2, deadline - now} end
-  taken = 1
-end
-local lease = tonumber(ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1] .. string.format('%.0f', now + lease), 'PX', lease * 2)
-return {0, taken}
-"#;
-
-/// `KEYS[1]` the record; `ARGV[1]` the claim's prefix; `ARGV[2]` the lease in ms.
+/// `KEYS[1]` the record; `ARGV[1]` the renewed claim value (its first 34 bytes name the
+/// holder); `ARGV[2]` the lease in ms. Renews our claim, or takes the key again when it is
+/// absent (our lease lapsed and nobody took over); never touches another claim or a record.
 const RENEW_LUA: &str = r#"
 local v = redis.pcall('GET', KEYS[1])
-if type(v) ~= 'string' or string.sub(v, 1, 34) ~= ARGV[1] then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = tonumber(ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1] .. string.format('%.0f', now + lease), 'PX', lease * 2)
+if v ~= false and (type(v) ~= 'string' or string.sub(v, 1, 34) ~= string.sub(ARGV[1], 1, 34)) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 "#;
 
 /// `KEYS[1]` the record; `ARGV[1]` the claim's prefix; `ARGV[2]` the record value;
-/// `ARGV[3]` its TTL in ms.
+/// `ARGV[3]` its TTL in ms. Writes over our claim, or when the key is absent (nobody holds
+/// it); never over another claim or a record.
 const COMPLETE_LUA: &str = r#"
 local v = redis.pcall('GET', KEYS[1])
-if type(v) ~= 'string' or string.sub(v, 1, 34) ~= ARGV[1] then return 0 end
+if v ~= false and (type(v) ~= 'string' or string.sub(v, 1, 34) ~= ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 "#;
@@ -110,14 +100,12 @@ return 1
 "#;
 
 struct Scripts {
-    claim: Script,
     renew: Script,
     complete: Script,
     release: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    claim: Script::new(CLAIM_LUA),
     renew: Script::new(RENEW_LUA),
     complete: Script::new(COMPLETE_LUA),
     release: Script::new(RELEASE_LUA),
@@ -152,9 +140,10 @@ impl Conn {
 /// A [`Store`] in Redis: every process that connects to the same Redis (and uses the same
 /// key prefix) shares one idempotency record per key.
 ///
-/// A claim and a hit each take one round trip (a Lua script); `complete`, `renew` and
-/// `release` are token-checked Lua scripts, so a holder that was taken over after its lease
-/// lapsed cannot overwrite or delete its successor's record. Every command is bounded by
+/// A claim and a hit each take one round trip (one native `SET .. NX PX .. GET`, so Redis
+/// 7.0 or later is needed); `complete`, `renew` and `release` are token-checked Lua
+/// scripts, so a holder that was taken over after its lease lapsed cannot overwrite or
+/// delete its successor's record. Every command is bounded by
 /// the connect and response timeouts: when Redis cannot be reached, calls fail closed with
 /// [`Error::Store`] (at once when the port refuses) and the body does not run; the
 /// connection comes back by itself when Redis does.
@@ -387,12 +376,7 @@ impl RedisStoreBuilder {
             target,
         };
         // Load the scripts once, so each call is a single EVALSHA.
-        for script in [
-            &SCRIPTS.claim,
-            &SCRIPTS.renew,
-            &SCRIPTS.complete,
-            &SCRIPTS.release,
-        ] {
+        for script in [&SCRIPTS.renew, &SCRIPTS.complete, &SCRIPTS.release] {
             let mut load = redis::cmd("SCRIPT");
             load.arg("LOAD").arg(script_source(script));
             inner.run("SCRIPT LOAD", &load).await?;
@@ -405,9 +389,7 @@ impl RedisStoreBuilder {
 
 fn script_source(script: &Script) -> &'static str {
     let s = &*SCRIPTS;
-    if std::ptr::eq(script, &s.claim) {
-        CLAIM_LUA
-    } else if std::ptr::eq(script, &s.renew) {
+    if std::ptr::eq(script, &s.renew) {
         RENEW_LUA
     } else if std::ptr::eq(script, &s.complete) {
         COMPLETE_LUA
@@ -563,28 +545,37 @@ impl fmt::Debug for RedisStore {
 }
 
 impl Inner {
-    /// Runs one command within the operation bound. A command that could not be sent
-    /// because the (re)connection was refused is tried once more, within the same bound:
-    /// the connection manager starts a fresh connection attempt on such an error, so the
-    /// first call after Redis came back does not fail on a stale attempt.
-    async fn run(&self, what: &str, cmd: &Cmd) -> Result<Value, Error> {
+    /// Runs one command within the operation bound and hands back the server's answer,
+    /// error replies included; `Err` only when no answer came in time. A command that could
+    /// not be sent because the (re)connection was refused is tried once more, within the
+    /// same bound: the connection manager starts a fresh connection attempt on such an
+    /// error, so the first call after Redis came back does not fail on a stale attempt.
+    async fn query(&self, what: &str, cmd: &Cmd) -> Result<redis::RedisResult<Value>, Error> {
         let attempt = async {
             match self.conn.query(cmd).await {
                 Err(err) if err.is_connection_refusal() => self.conn.query(cmd).await,
                 other => other,
             }
         };
-        match tokio::time::timeout(self.op_timeout, attempt).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(Error::store(format!(
-                "redis {what} on {}: {err}",
-                self.target
-            ))),
-            Err(_) => Err(Error::store(format!(
-                "redis {what} on {}: no reply within {:?}",
-                self.target, self.op_timeout
-            ))),
-        }
+        tokio::time::timeout(self.op_timeout, attempt)
+            .await
+            .map_err(|_| {
+                Error::store(format!(
+                    "redis {what} on {}: no reply within {:?}",
+                    self.target, self.op_timeout
+                ))
+            })
+    }
+
+    /// Runs one command within the operation bound; any failure is an [`Error::Store`].
+    async fn run(&self, what: &str, cmd: &Cmd) -> Result<Value, Error> {
+        self.query(what, cmd)
+            .await?
+            .map_err(|err| self.failed(what, &err))
+    }
+
+    fn failed(&self, what: &str, err: &RedisError) -> Error {
+        Error::store(format!("redis {what} on {}: {err}", self.target))
     }
 
     /// `EVALSHA` of `script`; `EVAL` of its source when the server does not have it
@@ -604,31 +595,15 @@ impl Inner {
             }
             cmd
         };
-        let attempt = async {
-            let evalsha = build("EVALSHA", script.get_hash());
-            match self.conn.query(&evalsha).await {
-                Err(err) if err.is_connection_refusal() => self.conn.query(&evalsha).await,
-                other => other,
-            }
-        };
-        let first = match tokio::time::timeout(self.op_timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => {
-                return Err(Error::store(format!(
-                    "redis {what} on {}: no reply within {:?}",
-                    self.target, self.op_timeout
-                )));
-            }
-        };
-        match first {
+        match self
+            .query(what, &build("EVALSHA", script.get_hash()))
+            .await?
+        {
             Ok(value) => Ok(value),
             Err(err) if is_noscript(&err) => {
                 self.run(what, &build("EVAL", script_source(script))).await
             }
-            Err(err) => Err(Error::store(format!(
-                "redis {what} on {}: {err}",
-                self.target
-            ))),
+            Err(err) => Err(self.failed(what, &err)),
         }
     }
 }
@@ -669,11 +644,50 @@ fn new_token() -> Token {
 
 /// The first 34 bytes of a claim value held by `token`: tag, version, token in hex.
 fn claim_prefix(token: Token) -> Vec<u8> {
-    let mut out = Vec::with_capacity(CLAIM_PREFIX_LEN);
+    let mut out = Vec::with_capacity(CLAIM_PREFIX_LEN + 20);
+    push_claim_prefix(&mut out, token);
+    out
+}
+
+fn push_claim_prefix(out: &mut Vec<u8>, token: Token) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(CLAIM_TAG);
     out.push(RECORD_VERSION);
-    out.extend_from_slice(format!("{:032x}", token.get()).as_bytes());
+    out.extend(
+        token
+            .get()
+            .to_be_bytes()
+            .iter()
+            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]),
+    );
+}
+
+/// A whole claim value held by `token` for `lease` from now: the prefix, then the lease
+/// deadline in ms since the Unix epoch on this process's clock (informational: the key's
+/// `PX` is the lease).
+fn claim_value(token: Token, lease: Duration) -> Vec<u8> {
+    let mut out = claim_prefix(token);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let deadline = (now + lease).as_millis();
+    out.extend_from_slice(deadline.to_string().as_bytes());
     out
+}
+
+/// Whether `bytes` is a claim value this version writes or understands: tag, version, 32
+/// lowercase hex digits of token, then the decimal deadline (or nothing).
+fn is_claim(bytes: &[u8]) -> bool {
+    match bytes {
+        [CLAIM_TAG, RECORD_VERSION, rest @ ..] if rest.len() >= CLAIM_PREFIX_LEN - 2 => {
+            let (token, deadline) = rest.split_at(CLAIM_PREFIX_LEN - 2);
+            token
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                && deadline.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    }
 }
 
 fn millis_arg(duration: Duration) -> Vec<u8> {
@@ -723,26 +737,29 @@ fn int_reply(what: &str, reply: Value) -> Result<bool, Error> {
     }
 }
 
+/// What the claim's `SET {key} {claim} NX PX {lease} GET` answered.
 fn parse_claim(reply: Value, token: Token) -> Result<Claim, Error> {
-    let Value::Array(items) = &reply else {
-        return Err(unexpected("claim", &reply));
-    };
-    match items.as_slice() {
-        [Value::Int(0), Value::Int(taken)] => Ok(Claim::Claimed {
+    match reply {
+        // The key was absent: the SET took it.
+        Value::Nil => Ok(Claim::Claimed {
             token,
-            taken_over: *taken == 1,
+            taken_over: false,
         }),
-        [Value::Int(1), Value::BulkString(bytes)] => {
-            decode_record(bytes).map(|record| Claim::Completed(Arc::new(record)))
+        // The key was there (nothing was written): a live claim or a stored record.
+        Value::BulkString(bytes) => {
+            if bytes.first() == Some(&CLAIM_TAG) && bytes.get(1) == Some(&RECORD_VERSION) {
+                if is_claim(&bytes) {
+                    Ok(Claim::InProgress(ChangeNotice::poll()))
+                } else {
+                    Err(Error::codec(
+                        "the claim at the record's Redis key cannot be read",
+                    ))
+                }
+            } else {
+                decode_record(&bytes).map(|record| Claim::Completed(Arc::new(record)))
+            }
         }
-        [Value::Int(2), ..] => Ok(Claim::InProgress(ChangeNotice::poll())),
-        [Value::Int(3)] => Err(Error::codec(
-            "the claim at the record's Redis key cannot be read",
-        )),
-        [Value::Int(4)] => Err(Error::codec(
-            "the record's Redis key holds a value of another type than a string",
-        )),
-        _ => Err(unexpected("claim", &reply)),
+        other => Err(unexpected("claim", &other)),
     }
 }
 
@@ -755,17 +772,25 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<Claim, Error>> {
         Box::pin(async move {
             let token = new_token();
-            let prefix = claim_prefix(token);
-            let reply = self
-                .inner
-                .eval(
-                    "claim",
-                    &SCRIPTS.claim,
-                    &self.redis_key(key),
-                    &[&prefix, &millis_arg(lease)],
-                )
-                .await?;
-            parse_claim(reply, token)
+            let mut set = redis::cmd("SET");
+            set.arg(self.redis_key(key))
+                .arg(claim_value(token, lease))
+                .arg("NX")
+                .arg("PX")
+                .arg(millis_arg(lease))
+                .arg("GET");
+            match self.inner.query("claim", &set).await? {
+                Ok(reply) => parse_claim(reply, token),
+                Err(err) if err.code() == Some("WRONGTYPE") => Err(Error::codec(
+                    "the record's Redis key holds a value of another type than a string",
+                )),
+                // Before 7.0, Redis refuses NX together with GET.
+                Err(err) if err.to_string().contains("syntax error") => Err(Error::store(format!(
+                    "redis claim on {}: {err} (idem needs Redis 7.0 or later: SET with NX and GET)",
+                    self.inner.target
+                ))),
+                Err(err) => Err(self.inner.failed("claim", &err)),
+            }
         })
     }
 
@@ -782,7 +807,7 @@ impl Store for RedisStore {
                     "renew",
                     &SCRIPTS.renew,
                     &self.redis_key(key),
-                    &[&claim_prefix(token), &millis_arg(lease)],
+                    &[&claim_value(token, lease), &millis_arg(lease)],
                 )
                 .await?;
             int_reply("renew", reply)
@@ -880,6 +905,63 @@ mod tests {
         assert_eq!(tokens.len(), 10_000);
         assert_eq!(claim_prefix(new_token()).len(), CLAIM_PREFIX_LEN);
         assert_eq!(claim_prefix(Token::new(0)).len(), CLAIM_PREFIX_LEN);
+    }
+
+    #[test]
+    fn claim_replies_are_classified() {
+        let token = Token::new(0xfeed_0000_0000_0000_0000_0000_0000_beef);
+        let value = claim_value(token, Duration::from_secs(30));
+        assert_eq!(&value[..CLAIM_PREFIX_LEN], claim_prefix(token).as_slice());
+        assert_eq!(
+            &value[2..CLAIM_PREFIX_LEN],
+            b"feed000000000000000000000000beef"
+        );
+        assert!(is_claim(&value));
+        assert!(is_claim(&claim_prefix(token)), "the deadline may be absent");
+
+        assert!(matches!(
+            parse_claim(Value::Nil, token),
+            Ok(Claim::Claimed {
+                token: t,
+                taken_over: false
+            }) if t == token
+        ));
+        let other = claim_value(new_token(), Duration::from_millis(1));
+        assert!(matches!(
+            parse_claim(Value::BulkString(other), token),
+            Ok(Claim::InProgress(_))
+        ));
+        let record = Record::new(Fingerprint::from_bytes([3; 32]), b"O1".to_vec());
+        match parse_claim(Value::BulkString(encode_record(&record)), token) {
+            Ok(Claim::Completed(found)) => assert_eq!(*found, record),
+            other => panic!("{other:?}"),
+        }
+        let mut bad_deadline = claim_prefix(token);
+        bad_deadline.extend_from_slice(b"notanumber");
+        let mut upper_hex = claim_prefix(token);
+        upper_hex[2] = b'F';
+        let mut other_version = claim_value(token, Duration::from_secs(1));
+        other_version[1] = RECORD_VERSION + 1;
+        for bad in [
+            bad_deadline,
+            upper_hex,
+            claim_prefix(token)[..20].to_vec(),
+            other_version,
+            b"C".to_vec(),
+            b"garbage".to_vec(),
+        ] {
+            assert!(
+                matches!(
+                    parse_claim(Value::BulkString(bad.clone()), token),
+                    Err(Error::Codec(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse_claim(Value::Int(1), token),
+            Err(Error::Store(_))
+        ));
     }
 
     #[test]

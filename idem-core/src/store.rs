@@ -137,7 +137,9 @@ pub enum Claim {
     Claimed {
         /// The fencing token for `renew`, `complete` and `release`.
         token: Token,
-        /// The key was held by a claim whose lease had lapsed (a crashed holder).
+        /// The key was held by a claim whose lease had lapsed (a crashed holder). A store
+        /// that lets lapsed claims expire (`RedisStore`) cannot tell a takeover from a
+        /// first claim and always reports `false`.
         taken_over: bool,
     },
     /// A result is stored; replay it.
@@ -172,7 +174,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Claim, Error>>;
 
     /// Extends the claim's lease to `lease` from now, if `token` still holds it.
-    /// `Ok(false)` means the claim was lost.
+    /// `Ok(false)` means the claim was lost. A store may also take the key again when it
+    /// holds nothing at all (the lease lapsed and nobody took the key), never over another
+    /// claim or a record.
     fn renew<'a>(
         &'a self,
         key: &'a Key,
@@ -181,7 +185,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool, Error>>;
 
     /// Replaces the claim with `record`, kept for `ttl`, if `token` still holds it.
-    /// `Ok(false)` means the claim was lost and nothing was written.
+    /// `Ok(false)` means the claim was lost and nothing was written. A store may also write
+    /// when the key holds nothing at all (the lease lapsed and nobody took the key), never
+    /// over another claim or a record.
     fn complete<'a>(
         &'a self,
         key: &'a Key,

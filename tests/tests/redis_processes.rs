@@ -29,23 +29,23 @@ fn worker(
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// How long the claim on `order` has left, read from Redis (its deadline is in the value,
-/// in ms of the server's clock).
+/// How long the claim on `order` has left, read from Redis: a claim's expiry (`PTTL`) is
+/// its lease.
 fn claim_time_left(url: &str, order: &str) -> Duration {
     let key = KeyHasher::unkeyed()
         .key(&["tests.worker.charge.v1"], &order)
         .unwrap();
     let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let (value, time): (Vec<u8>, (u64, u64)) = redis::pipe()
+    let (value, pttl): (Vec<u8>, i64) = redis::pipe()
         .cmd("GET")
         .arg(format!("idem:{key}"))
-        .cmd("TIME")
+        .cmd("PTTL")
+        .arg(format!("idem:{key}"))
         .query(&mut conn)
         .unwrap();
     assert_eq!(value[0], b'C', "a claim");
-    let deadline: u64 = String::from_utf8_lossy(&value[34..]).parse().unwrap();
-    let now = time.0 * 1000 + time.1 / 1000;
-    Duration::from_millis(deadline.saturating_sub(now))
+    assert!(pttl > 0, "a claim expires by itself: PTTL {pttl}");
+    Duration::from_millis(pttl as u64)
 }
 
 #[test]
@@ -76,8 +76,8 @@ fn a_killed_holder_is_taken_over_after_its_lease_not_before() {
 
     holder.signal("KILL");
     let killed = Instant::now();
-    // The dead holder's claim no longer changes: its deadline, on the server's clock,
-    // tells how much of the lease was left at the kill.
+    // The dead holder's claim no longer changes: its expiry, on the server's clock, tells
+    // how much of the lease was left at the kill.
     let left = claim_time_left(&url, &order) + killed.elapsed();
     let (started, _) = successor
         .wait_line("STARTED", Duration::from_secs(10))

@@ -99,30 +99,54 @@ macro_rules! spawned_or_skip {
     }};
 }
 
-/// The client commands the store sent since the last `CONFIG RESETSTAT`, counted from
-/// `INFO commandstats`. The commands a script runs inside Redis (`GET`, `TIME`, `SET`,
-/// `DEL`) are counted there too: each script starts with exactly one `GET`, so the check
-/// that `get == evalsha + eval` proves that no client `GET` (or any other command) was sent.
-fn store_commands(server: &RedisServer) -> u64 {
-    let calls = server.command_calls();
-    let of = |name: &str| calls.iter().find(|(n, _)| n == name).map_or(0, |(_, c)| *c);
-    let scripts = of("evalsha") + of("eval");
-    for (name, count) in &calls {
-        assert!(
-            [
-                "evalsha", "eval", "get", "set", "time", "del", "info", "ping"
-            ]
-            .contains(&name.as_str())
-                || name.starts_with("config"),
-            "unexpected command {name} ({count})"
-        );
+/// Starts counting the commands clients send: every command is logged by `SLOWLOG`
+/// (threshold 0), which, unlike `INFO commandstats`, tells the commands a client sent from
+/// those a Lua script ran inside Redis.
+fn reset_counts(server: &RedisServer) {
+    for args in [
+        &["CONFIG", "SET", "slowlog-log-slower-than", "0"][..],
+        &["CONFIG", "SET", "slowlog-max-len", "100000"],
+        &["SLOWLOG", "RESET"],
+    ] {
+        server.command(args).unwrap();
     }
-    assert_eq!(
-        of("get"),
-        scripts,
-        "one GET per script run, no client GET: {calls:?}"
-    );
-    scripts
+}
+
+/// The commands the store sent since [`reset_counts`], oldest first, lower-case
+/// (`"set"`, `"evalsha"`, ..): `SLOWLOG` entries of real clients (a script's own commands
+/// are logged with the client `?:0`), without the test's own `CONFIG`/`SLOWLOG`/`INFO`/`PING`.
+fn store_commands(server: &RedisServer) -> Vec<String> {
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap();
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        other => panic!("SLOWLOG field {other:?}"),
+    };
+    let mut sent: Vec<String> = entries
+        .iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                panic!("SLOWLOG entry {entry:?}");
+            };
+            let redis::Value::Array(args) = &fields[3] else {
+                panic!("SLOWLOG args {:?}", fields[3]);
+            };
+            let client = text(&fields[4]);
+            let name = text(&args[0]).to_ascii_lowercase();
+            let admin = ["slowlog", "config", "info", "ping"].contains(&name.as_str());
+            (!client.starts_with('?') && !admin).then_some(name)
+        })
+        .collect();
+    sent.reverse();
+    sent
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,27 +154,24 @@ async fn a_first_call_costs_two_commands_and_a_hit_one() {
     let server = spawned_or_skip!();
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(10));
-    server.command(&["CONFIG", "RESETSTAT"]).unwrap();
+    reset_counts(&server);
 
     let first = charge("rt-1".into(), 100, &ctx).await.unwrap();
     assert_eq!(
         store_commands(&server),
-        2,
-        "a first call is claim + complete"
-    );
-    assert_eq!(
-        server.calls_of("evalsha"),
-        2,
-        "both EVALSHA, no script upload"
+        ["set", "evalsha"],
+        "a first call is claim (SET NX PX GET) + complete (EVALSHA), no script upload"
     );
 
-    for hit in 1..=3u64 {
+    for hit in 1..=3 {
+        reset_counts(&server);
         assert_eq!(charge("rt-1".into(), 100, &ctx).await.unwrap(), first);
-        assert_eq!(store_commands(&server), 2 + hit, "a hit is one EVALSHA");
-        assert_eq!(server.calls_of("evalsha"), 2 + hit);
+        assert_eq!(store_commands(&server), ["set"], "hit {hit} is one SET");
     }
     assert_eq!(ctx.runs(), 1);
-    println!("commands: first call 2 (EVALSHA claim, EVALSHA complete), hit 1 (EVALSHA claim)");
+    println!(
+        "commands: first call 2 (SET .. NX PX .. GET claim, EVALSHA complete), hit 1 (SET .. NX PX .. GET)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,11 +183,11 @@ async fn scripts_come_back_after_a_script_flush() {
     let first = charge("flush-1".into(), 1, &ctx).await.unwrap();
     assert_eq!(charge("flush-1".into(), 1, &ctx).await.unwrap(), first);
     assert_eq!(ctx.runs(), 1);
-    // The NOSCRIPT fall-back (EVAL) cached the script again: later calls are EVALSHA only.
-    server.command(&["CONFIG", "RESETSTAT"]).unwrap();
-    assert_eq!(charge("flush-1".into(), 1, &ctx).await.unwrap(), first);
-    assert_eq!(store_commands(&server), 1);
-    assert_eq!(server.calls_of("evalsha"), 1);
+    // The NOSCRIPT fall-back (EVAL) cached the script again: later completes are EVALSHA.
+    reset_counts(&server);
+    charge("flush-2".into(), 1, &ctx).await.unwrap();
+    assert_eq!(store_commands(&server), ["set", "evalsha"]);
+    assert_eq!(ctx.runs(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +198,7 @@ async fn local_waiters_share_one_claim_and_one_poller() {
         SharedStore::new(store),
         Duration::from_millis(300),
     ));
-    server.command(&["CONFIG", "RESETSTAT"]).unwrap();
+    reset_counts(&server);
     let callers: Vec<_> = (0..500)
         .map(|_| {
             let ctx = Arc::clone(&ctx);
@@ -190,9 +211,12 @@ async fn local_waiters_share_one_claim_and_one_poller() {
     }
     assert_eq!(ctx.runs(), 1);
     assert!(results.iter().all(|r| *r == results[0]));
-    let evalsha = server.calls_of("evalsha");
-    println!("500 local callers of one key: {evalsha} EVALSHA commands");
-    assert!(evalsha <= 6, "500 local callers sent {evalsha} commands");
+    let sent = store_commands(&server);
+    println!(
+        "500 local callers of one key: {} commands ({sent:?})",
+        sent.len()
+    );
+    assert!(sent.len() <= 6, "500 local callers sent {sent:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,10 +278,11 @@ async fn the_redis_key_is_the_hash_under_the_prefix_and_holds_no_raw_arguments()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lapsed_claim_is_taken_over_and_the_old_holder_is_fenced() {
+async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenced() {
     let (url, _server) = shared_or_skip!();
-    let store = RedisStore::builder(url)
-        .prefix(unique("fence"))
+    let prefix = unique("fence");
+    let store = RedisStore::builder(url.clone())
+        .prefix(prefix.clone())
         .build()
         .await
         .unwrap();
@@ -265,23 +290,50 @@ async fn a_lapsed_claim_is_taken_over_and_the_old_holder_is_fenced() {
     let fp = KeyHasher::unkeyed()
         .fingerprint(&("fence-1", 1u64))
         .unwrap();
-    let lease = Duration::from_millis(300);
+    let lease = Duration::from_millis(600);
+    let mut conn = raw_conn(&url).await;
+    let pttl = async |conn: &mut redis::aio::MultiplexedConnection| -> i64 {
+        redis::cmd("PTTL")
+            .arg(format!("{prefix}:{key}"))
+            .query_async(conn)
+            .await
+            .unwrap()
+    };
 
-    let idem_core::Claim::Claimed {
-        token: old,
-        taken_over,
-    } = store.claim(&key, &fp, lease).await.unwrap()
+    let idem_core::Claim::Claimed { token: old, .. } = store.claim(&key, &fp, lease).await.unwrap()
     else {
         panic!("a free key is claimed");
     };
-    assert!(!taken_over);
+    let left = pttl(&mut conn).await;
+    assert!(
+        left > 0 && left <= 600,
+        "the claim's expiry is its lease: {left} ms"
+    );
     assert!(matches!(
         store.claim(&key, &fp, lease).await.unwrap(),
         idem_core::Claim::InProgress(_)
     ));
+    // Half a lease later, a renewal gives it a whole lease again.
+    tokio::time::sleep(lease / 2).await;
     assert!(store.renew(&key, old, lease).await.unwrap());
-    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let renewed = Instant::now();
+    let left = pttl(&mut conn).await;
+    assert!(left > 450 && left <= 600, "renewed to one lease: {left} ms");
 
+    // Not taken over before the lease ends (probes up to 100 ms before it).
+    while renewed.elapsed() + Duration::from_millis(100) < lease {
+        assert!(
+            matches!(
+                store.claim(&key, &fp, lease).await.unwrap(),
+                idem_core::Claim::InProgress(_)
+            ),
+            "taken over {:?} after the renewal, lease {lease:?}",
+            renewed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Taken over once it ended.
+    tokio::time::sleep((lease + Duration::from_millis(50)).saturating_sub(renewed.elapsed())).await;
     let idem_core::Claim::Claimed {
         token: new,
         taken_over,
@@ -289,7 +341,10 @@ async fn a_lapsed_claim_is_taken_over_and_the_old_holder_is_fenced() {
     else {
         panic!("a lapsed claim is taken over");
     };
-    assert!(taken_over, "the store reports the takeover");
+    assert!(
+        !taken_over,
+        "on Redis a lapsed claim has expired: a takeover looks like a first claim"
+    );
     assert_ne!(old, new);
 
     // The old holder can neither renew, nor complete, nor release.
@@ -297,7 +352,7 @@ async fn a_lapsed_claim_is_taken_over_and_the_old_holder_is_fenced() {
     assert!(!store.renew(&key, old, lease).await.unwrap());
     assert!(
         !store
-            .complete(&key, old, stale, Duration::from_secs(60))
+            .complete(&key, old, Arc::clone(&stale), Duration::from_secs(60))
             .await
             .unwrap()
     );
@@ -313,10 +368,84 @@ async fn a_lapsed_claim_is_taken_over_and_the_old_holder_is_fenced() {
         !store.release(&key, new).await.unwrap(),
         "a completed record is not a claim"
     );
+    assert!(
+        !store
+            .complete(&key, old, stale, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "nor can it overwrite the successor's record"
+    );
+    assert!(!store.renew(&key, old, lease).await.unwrap());
     match store.claim(&key, &fp, lease).await.unwrap() {
         idem_core::Claim::Completed(record) => assert_eq!(record.value(), b"O\"new\""),
         other => panic!("expected the new holder's record, got {other:?}"),
     }
+}
+
+/// A holder whose claim lapsed with nobody taking over (a Redis blip longer than the
+/// lease) may still renew it or store its result: the key is free, and nobody else runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_claim_nobody_took_can_still_be_renewed_or_completed() {
+    let (url, _server) = shared_or_skip!();
+    let store = RedisStore::builder(url)
+        .prefix(unique("absent"))
+        .build()
+        .await
+        .unwrap();
+    let fp = KeyHasher::unkeyed().fingerprint(&("absent", 1u64)).unwrap();
+    let lease = Duration::from_millis(100);
+    let record = Arc::new(idem_core::Record::new(fp, b"O\"late\"".to_vec()));
+
+    // complete after the lease lapsed.
+    let key = key_of("absent-complete");
+    let idem_core::Claim::Claimed { token, .. } = store.claim(&key, &fp, lease).await.unwrap()
+    else {
+        panic!("a free key is claimed");
+    };
+    tokio::time::sleep(lease * 2).await;
+    assert!(
+        store
+            .complete(&key, token, Arc::clone(&record), Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store.claim(&key, &fp, lease).await.unwrap(),
+        idem_core::Claim::Completed(found) if *found == *record
+    ));
+
+    // renew after the lease lapsed takes the key again; others then see it in progress.
+    let key = key_of("absent-renew");
+    let idem_core::Claim::Claimed { token, .. } = store.claim(&key, &fp, lease).await.unwrap()
+    else {
+        panic!("a free key is claimed");
+    };
+    tokio::time::sleep(lease * 2).await;
+    assert!(
+        store
+            .renew(&key, token, Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store.claim(&key, &fp, lease).await.unwrap(),
+        idem_core::Claim::InProgress(_)
+    ));
+    assert!(store.release(&key, token).await.unwrap());
+
+    // A released key is not completed by a stale token once someone else holds it.
+    let idem_core::Claim::Claimed { token: other, .. } =
+        store.claim(&key, &fp, lease).await.unwrap()
+    else {
+        panic!("a released key is claimed");
+    };
+    assert!(
+        !store
+            .complete(&key, token, record, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(store.release(&key, other).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
