@@ -5,7 +5,8 @@
 //! A loopback round trip flips between ~27 µs and ~110 µs from batch to batch on this
 //! machine, so latency is measured in a paired loop: each iteration runs the raw command
 //! and the idem call back to back (alternating which goes first), and the table gives the
-//! median per-iteration extra. Command counts come from `INFO commandstats`.
+//! median per-iteration extra. Command counts come from `SLOWLOG` (client commands) and
+//! `INFO commandstats` (everything Redis ran, script internals included).
 #![allow(missing_docs)]
 
 mod common;
@@ -157,8 +158,115 @@ async fn command_stats(admin: &mut ConnectionManager) -> BTreeMap<String, u64> {
                 .ok()?;
             Some((name.to_owned(), calls))
         })
-        .filter(|(name, _)| name != "info" && !name.starts_with("config"))
+        .filter(|(name, _)| {
+            name != "info" && !name.starts_with("config") && !name.starts_with("slowlog")
+        })
         .collect()
+}
+
+/// `INFO commandstats` as (command, (calls, usec_per_call)), without the bench's own
+/// INFO/CONFIG/SLOWLOG.
+async fn server_time(admin: &mut ConnectionManager) -> BTreeMap<String, (u64, f64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(admin)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let line = line.strip_prefix("cmdstat_")?;
+            let (name, rest) = line.split_once(':')?;
+            let field = |key: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(key))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            Some((
+                name.to_owned(),
+                (field("calls=")? as u64, field("usec_per_call=")?),
+            ))
+        })
+        .filter(|(name, _)| {
+            name != "info" && !name.starts_with("config") && !name.starts_with("slowlog")
+        })
+        .collect()
+}
+
+/// `name=µs per call (calls)` of each command Redis ran since the last reset.
+fn fmt_server_time(stats: &BTreeMap<String, (u64, f64)>) -> String {
+    stats
+        .iter()
+        .map(|(name, (calls, usec))| format!("{name} {usec:.2} µs ({calls})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn set_slowlog(admin: &mut ConnectionManager, us: i64) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(us)
+        .query_async(admin)
+        .await
+        .unwrap();
+}
+
+/// Resets `INFO commandstats` and starts logging every command in `SLOWLOG`, which (unlike
+/// commandstats) tells the commands a client sent from those a Lua script ran inside.
+async fn start_counting(admin: &mut ConnectionManager) {
+    reset_stats(admin).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-max-len")
+        .arg(100_000)
+        .query_async(admin)
+        .await
+        .unwrap();
+    set_slowlog(admin, 0).await;
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async(admin)
+        .await
+        .unwrap();
+}
+
+/// The commands clients sent since [`start_counting`] (oldest first, each as its
+/// arguments), without the bench's own; stops logging.
+async fn client_commands(admin: &mut ConnectionManager) -> Vec<Vec<Vec<u8>>> {
+    let log: redis::Value = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async(admin)
+        .await
+        .unwrap();
+    set_slowlog(admin, 10_000).await;
+    let bulk = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => Some(b.clone()),
+        redis::Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        _ => None,
+    };
+    let redis::Value::Array(entries) = log else {
+        panic!("SLOWLOG GET: {log:?}");
+    };
+    let mut sent: Vec<Vec<Vec<u8>>> = entries
+        .iter()
+        .filter_map(|entry| {
+            let redis::Value::Array(fields) = entry else {
+                return None;
+            };
+            let redis::Value::Array(args) = fields.get(3)? else {
+                return None;
+            };
+            // A script's own commands are logged with the client `?:0`.
+            let client = bulk(fields.get(4)?)?;
+            let args: Vec<Vec<u8>> = args.iter().filter_map(bulk).collect();
+            let name = String::from_utf8_lossy(args.first()?).to_ascii_lowercase();
+            let admin = ["slowlog", "config", "info", "ping"].contains(&name.as_str());
+            (!client.starts_with(b"?") && !admin).then_some(args)
+        })
+        .collect();
+    sent.reverse();
+    sent
 }
 
 async fn reset_stats(admin: &mut ConnectionManager) {
@@ -169,20 +277,31 @@ async fn reset_stats(admin: &mut ConnectionManager) {
         .unwrap();
 }
 
-/// Commands the client sent (EVALSHA/EVAL count once; what the scripts call inside is
-/// listed apart).
-fn summarize(stats: &BTreeMap<String, u64>) -> (u64, String) {
-    let sent: u64 = stats
+/// Stops counting: the commands clients sent (from `SLOWLOG`: each EVALSHA once, whatever
+/// the script calls inside), their names, and everything Redis counted (commandstats,
+/// script internals included).
+async fn summarize(admin: &mut ConnectionManager) -> (u64, String) {
+    let sent = client_commands(admin).await;
+    let names: Vec<String> = sent
         .iter()
-        .filter(|(name, _)| matches!(name.as_str(), "evalsha" | "eval"))
-        .map(|(_, calls)| calls)
-        .sum();
-    let detail = stats
+        .map(|args| String::from_utf8_lossy(&args[0]).to_ascii_lowercase())
+        .collect();
+    let detail = command_stats(admin)
+        .await
         .iter()
         .map(|(name, calls)| format!("{name}={calls}"))
         .collect::<Vec<_>>()
         .join(" ");
-    (sent, detail)
+    let shown: Vec<String> = names.iter().take(6).cloned().collect();
+    let more = if names.len() > shown.len() {
+        " …"
+    } else {
+        ""
+    };
+    (
+        sent.len() as u64,
+        format!("sent: {}{more}; counted: {detail}", shown.join(" ")),
+    )
 }
 
 async fn used_memory(admin: &mut ConnectionManager) -> u64 {
@@ -381,6 +500,7 @@ async fn run(url: String) {
         }
         return;
     }
+    reset_stats(&mut admin).await;
     let raw_run = run_tasks!(|t: usize| {
         let keys = Arc::clone(&redis_keys[t]);
         let mut conn = raw.clone();
@@ -399,6 +519,8 @@ async fn run(url: String) {
             lat
         })
     });
+    let raw_server = server_time(&mut admin).await;
+    reset_stats(&mut admin).await;
     let lua_run = run_tasks!(|t: usize| {
         let keys = Arc::clone(&redis_keys[t]);
         let mut conn = raw.clone();
@@ -420,6 +542,8 @@ async fn run(url: String) {
             lat
         })
     });
+    let lua_server = server_time(&mut admin).await;
+    reset_stats(&mut admin).await;
     let native_run = run_tasks!(|t: usize| {
         let keys = Arc::clone(&redis_keys[t]);
         let mut conn = raw.clone();
@@ -443,6 +567,8 @@ async fn run(url: String) {
             lat
         })
     });
+    let native_server = server_time(&mut admin).await;
+    reset_stats(&mut admin).await;
     let idem_run = run_tasks!(|t: usize| {
         let rs = Arc::clone(&reqs[t]);
         tokio::spawn(async move {
@@ -455,6 +581,8 @@ async fn run(url: String) {
             lat
         })
     });
+    let idem_server = server_time(&mut admin).await;
+    reset_stats(&mut admin).await;
     let cached_run = run_tasks!(|t: usize| {
         let rs = Arc::clone(&reqs[t]);
         tokio::spawn(async move {
@@ -467,6 +595,7 @@ async fn run(url: String) {
             lat
         })
     });
+    let cached_server = server_time(&mut admin).await;
     let row = |name: &str, r: (f64, u64, u64)| {
         vec![
             name.to_owned(),
@@ -490,7 +619,7 @@ async fn run(url: String) {
             "vs AsyncRedisCache",
         ],
         &[
-            row("idem RedisStore (EVALSHA claim)", idem_run),
+            row("idem RedisStore (SET .. NX PX .. GET claim)", idem_run),
             row("raw multiplexed GET", raw_run),
             row("cached AsyncRedisCache (#[concurrent_cached])", cached_run),
             row(
@@ -501,6 +630,29 @@ async fn run(url: String) {
                 "(reference) raw SET .. NX PX .. GET (a native one-command claim)",
                 native_run,
             ),
+        ],
+    );
+
+    print_table(
+        &format!(
+            "Redis: server time per command during each {TASKS}-task run (INFO commandstats usec_per_call, calls)"
+        ),
+        &["variant", "commands run by Redis"],
+        &[
+            vec!["idem RedisStore".into(), fmt_server_time(&idem_server)],
+            vec!["raw multiplexed GET".into(), fmt_server_time(&raw_server)],
+            vec![
+                "cached AsyncRedisCache".into(),
+                fmt_server_time(&cached_server),
+            ],
+            vec![
+                "(reference) raw EVALSHA of a GET script".into(),
+                fmt_server_time(&lua_server),
+            ],
+            vec![
+                "(reference) raw SET .. NX PX .. GET".into(),
+                fmt_server_time(&native_server),
+            ],
         ],
     );
 
@@ -573,14 +725,14 @@ async fn counts_and_paired(
 ) {
     let (hit_req, hit_key, lua_sha) = (hit_req.clone(), hit_key.to_owned(), lua_sha.to_owned());
     let mut raw = raw.clone();
-    reset_stats(admin).await;
+    start_counting(admin).await;
     charge_redis(&request("redis-first-count")).await.unwrap();
-    let (first_sent, first_detail) = summarize(&command_stats(admin).await);
-    reset_stats(admin).await;
+    let (first_sent, first_detail) = summarize(admin).await;
+    start_counting(admin).await;
     charge_redis(&hit_req).await.unwrap();
-    let (hit_sent, hit_detail) = summarize(&command_stats(admin).await);
+    let (hit_sent, hit_detail) = summarize(admin).await;
 
-    reset_stats(admin).await;
+    start_counting(admin).await;
     let one = Arc::new(request("redis-one-key"));
     let start = Instant::now();
     let tasks: Vec<_> = (0..1_000)
@@ -594,9 +746,9 @@ async fn counts_and_paired(
         got += usize::from(t.await.unwrap());
     }
     let waiters_time = start.elapsed();
-    let (waiters_sent, waiters_detail) = summarize(&command_stats(admin).await);
+    let (waiters_sent, waiters_detail) = summarize(admin).await;
     print_table(
-        "Redis: commands per call (INFO commandstats; inner = what the Lua scripts call)",
+        "Redis: commands per call (sent: client commands from SLOWLOG; counted: INFO commandstats, with what the Lua scripts call inside)",
         &["case", "commands sent", "all counted by Redis", "target"],
         &[
             vec!["hit".into(), hit_sent.to_string(), hit_detail, "1".into()],
@@ -719,55 +871,13 @@ async fn counts_and_paired(
         }
     };
     // idem's own claim command, captured with SLOWLOG, replayed raw: the server and protocol
-    // cost of the claim script without idem's client side.
+    // cost of the claim without idem's client side.
     let own_claim = {
-        let set_slowlog = async |admin: &mut ConnectionManager, us: i64| {
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("slowlog-log-slower-than")
-                .arg(us)
-                .query_async(admin)
-                .await
-                .unwrap();
-        };
-        set_slowlog(admin, 0).await;
-        let _: () = redis::cmd("SLOWLOG")
-            .arg("RESET")
-            .query_async(admin)
-            .await
-            .unwrap();
+        start_counting(admin).await;
         charge_redis(&hit_req).await.unwrap();
-        let log: redis::Value = redis::cmd("SLOWLOG")
-            .arg("GET")
-            .arg(16)
-            .query_async(admin)
-            .await
-            .unwrap();
-        set_slowlog(admin, 10_000).await;
-        let bulk = |v: &redis::Value| match v {
-            redis::Value::BulkString(b) => Some(b.clone()),
-            redis::Value::SimpleString(s) => Some(s.clone().into_bytes()),
-            _ => None,
-        };
-        let entries = match log {
-            redis::Value::Array(entries) => entries,
-            other => panic!("SLOWLOG GET: {other:?}"),
-        };
-        entries
-            .iter()
-            .find_map(|entry| {
-                let redis::Value::Array(fields) = entry else {
-                    return None;
-                };
-                let redis::Value::Array(args) = fields.get(3)? else {
-                    return None;
-                };
-                let args: Vec<Vec<u8>> = args.iter().filter_map(bulk).collect();
-                args.first()
-                    .is_some_and(|a| a.eq_ignore_ascii_case(b"evalsha"))
-                    .then_some(args)
-            })
-            .expect("idem's EVALSHA in SLOWLOG")
+        let sent = client_commands(admin).await;
+        assert_eq!(sent.len(), 1, "a hit is one command");
+        sent.into_iter().next().unwrap()
     };
     let raw_own_claim = {
         let conn = raw.clone();
@@ -776,7 +886,7 @@ async fn counts_and_paired(
             let mut conn = conn.clone();
             let args = Arc::clone(&args);
             async move {
-                let mut cmd = redis::cmd("EVALSHA");
+                let mut cmd = redis::cmd(std::str::from_utf8(&args[0]).unwrap());
                 for arg in &args[1..] {
                     cmd.arg(arg.as_slice());
                 }
@@ -819,7 +929,7 @@ async fn counts_and_paired(
         &[
             row("idem hit vs raw GET of the same record", hit, "≤ 10 µs"),
             row(
-                "(reference) raw EVALSHA of idem's own claim (same script and arguments) vs raw GET",
+                "(reference) raw replay of idem's own claim (same command and arguments) vs raw GET",
                 own,
                 "-",
             ),
