@@ -19,7 +19,7 @@ const SHARDS: usize = 16;
 type Flights = HashMap<FlightId, watch::Receiver<Published>, KeyHashBuilder>;
 
 static FLIGHTS: LazyLock<[Mutex<Flights>; SHARDS]> = LazyLock::new(|| {
-    std::array::from_fn(|_| Mutex::new(HashMap::with_hasher(KeyHashBuilder::new())))
+    std::array::from_fn(|_| Mutex::new(HashMap::with_hasher(KeyHashBuilder::default())))
 });
 
 fn shard(id: &FlightId) -> std::sync::MutexGuard<'static, Flights> {

@@ -228,95 +228,12 @@ impl KeyHasher {
     }
 }
 
-/// A `BuildHasher` for in-memory maps keyed by [`Key`] (or tuples containing one).
+/// The `BuildHasher` of in-memory maps keyed by [`Key`] (or tuples containing one).
 ///
 /// A key is already a uniformly distributed BLAKE3 digest, so SipHash over its 32 bytes
-/// (std's default, ~10% of an in-memory hit) buys nothing: this folds the bytes with a
-/// multiply, seeded per map from std's random state so that bucket collisions cannot be
-/// planned from outside.
-#[derive(Clone)]
-pub(crate) struct KeyHashBuilder {
-    seed: [u64; 2],
-}
-
-impl KeyHashBuilder {
-    pub(crate) fn new() -> Self {
-        use std::hash::BuildHasher;
-        let random = std::collections::hash_map::RandomState::new();
-        KeyHashBuilder {
-            seed: [
-                random.hash_one(0x6964_656d_u64),
-                random.hash_one(0x6b65_7973_u64),
-            ],
-        }
-    }
-}
-
-impl Default for KeyHashBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::hash::BuildHasher for KeyHashBuilder {
-    type Hasher = KeyHashState;
-
-    #[inline]
-    fn build_hasher(&self) -> KeyHashState {
-        KeyHashState {
-            state: self.seed[0],
-            seed: self.seed[1],
-        }
-    }
-}
-
-/// The hasher of [`KeyHashBuilder`].
-pub(crate) struct KeyHashState {
-    state: u64,
-    seed: u64,
-}
-
-#[inline]
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let full = u128::from(a) * u128::from(b);
-    (full as u64) ^ ((full >> 64) as u64)
-}
-
-impl std::hash::Hasher for KeyHashState {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(16);
-        for chunk in &mut chunks {
-            let (a, b) = chunk.split_at(8);
-            let a = u64::from_le_bytes(a.try_into().expect("8 bytes"));
-            let b = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-            self.state = folded_multiply(a ^ self.state, b ^ self.seed);
-        }
-        for &byte in chunks.remainder() {
-            self.state = folded_multiply(u64::from(byte) ^ self.state, 0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(n.into());
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.state = folded_multiply(n ^ self.state, 0x9e37_79b9_7f4a_7c15 ^ self.seed);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.state
-    }
-}
+/// (std's default, ~10% of an in-memory hit) buys nothing; `foldhash`'s fast hasher, seeded
+/// per map, is enough.
+pub(crate) type KeyHashBuilder = foldhash::fast::RandomState;
 
 /// Runs `f` with an empty scratch buffer, reusing one per thread.
 fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {

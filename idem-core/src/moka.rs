@@ -106,11 +106,11 @@ impl MokaStoreBuilder {
                     tracing::warn!(key = %key, "idem: moka store full, evicted a completed record");
                 }
             })
-            .build_with_hasher(KeyHashBuilder::new());
+            .build_with_hasher(KeyHashBuilder::default());
         MokaStore {
             completed,
             claims: std::array::from_fn(|_| {
-                Mutex::new(HashMap::with_hasher(KeyHashBuilder::new()))
+                Mutex::new(HashMap::with_hasher(KeyHashBuilder::default()))
             }),
             next_token: AtomicU64::new(1),
         }
