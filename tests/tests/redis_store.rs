@@ -73,6 +73,15 @@ fn key_of(id: &str) -> idem_core::Key {
         .unwrap()
 }
 
+/// A store on `url` whose records live under `prefix` (one prefix per test).
+async fn prefixed_store(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .prefix(prefix)
+        .build()
+        .await
+        .unwrap()
+}
+
 async fn raw_conn(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .unwrap()
@@ -223,11 +232,7 @@ async fn local_waiters_share_one_claim_and_one_poller() {
 async fn the_redis_key_is_the_hash_under_the_prefix_and_holds_no_raw_arguments() {
     let (url, _server) = shared_or_skip!();
     let prefix = unique("layout");
-    let store = RedisStore::builder(url.clone())
-        .prefix(prefix.clone())
-        .build()
-        .await
-        .unwrap();
+    let store = prefixed_store(&url, &prefix).await;
     let id = "customer-ada@example.com";
     let ctx = Ctx::new(SharedStore::new(store.clone()), Duration::from_millis(1));
     charge(id.into(), 4242, &ctx).await.unwrap();
@@ -281,11 +286,7 @@ async fn the_redis_key_is_the_hash_under_the_prefix_and_holds_no_raw_arguments()
 async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenced() {
     let (url, _server) = shared_or_skip!();
     let prefix = unique("fence");
-    let store = RedisStore::builder(url.clone())
-        .prefix(prefix.clone())
-        .build()
-        .await
-        .unwrap();
+    let store = prefixed_store(&url, &prefix).await;
     let key = key_of("fence-1");
     let fp = KeyHasher::unkeyed()
         .fingerprint(&("fence-1", 1u64))
@@ -387,11 +388,7 @@ async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_claim_nobody_took_can_still_be_renewed_or_completed() {
     let (url, _server) = shared_or_skip!();
-    let store = RedisStore::builder(url)
-        .prefix(unique("absent"))
-        .build()
-        .await
-        .unwrap();
+    let store = prefixed_store(&url, &unique("absent")).await;
     let fp = KeyHasher::unkeyed().fingerprint(&("absent", 1u64)).unwrap();
     let lease = Duration::from_millis(100);
     let record = Arc::new(idem_core::Record::new(fp, b"O\"late\"".to_vec()));
@@ -452,17 +449,9 @@ async fn a_lapsed_claim_nobody_took_can_still_be_renewed_or_completed() {
 async fn a_holder_three_times_longer_than_its_lease_is_not_taken_over() {
     let (url, _server) = shared_or_skip!();
     let prefix = unique("renew");
-    let holder_store = RedisStore::builder(url.clone())
-        .prefix(prefix.clone())
-        .build()
-        .await
-        .unwrap();
+    let holder_store = prefixed_store(&url, &prefix).await;
     // A second store (its own connection, no shared single-flight) plays another process.
-    let prober_store = RedisStore::builder(url)
-        .prefix(prefix)
-        .build()
-        .await
-        .unwrap();
+    let prober_store = prefixed_store(&url, &prefix).await;
     let holder = Arc::new(Ctx::new(
         SharedStore::new(holder_store),
         Duration::from_millis(3000),
@@ -552,11 +541,7 @@ async fn payload_mismatch_is_refused_and_an_identical_payload_replays() {
 async fn a_corrupt_value_is_a_codec_error_and_the_body_does_not_run() {
     let (url, _server) = shared_or_skip!();
     let prefix = unique("corrupt");
-    let store = RedisStore::builder(url.clone())
-        .prefix(prefix.clone())
-        .build()
-        .await
-        .unwrap();
+    let store = prefixed_store(&url, &prefix).await;
     let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(1));
     let mut conn = raw_conn(&url).await;
     let redis_key = |id: &str| format!("{prefix}:{}", key_of(id));
