@@ -471,6 +471,21 @@ async fn run(url: String) {
             percentile(&lat, 0.99),
         )
     };
+    /// Spawns a task that makes `CALLS` calls of `$call` (with `$i` the call's index) and
+    /// returns each call's latency in ns.
+    macro_rules! timed_task {
+        (|$i:ident| $call:expr) => {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(CALLS);
+                for $i in 0..CALLS {
+                    let s = Instant::now();
+                    black_box($call);
+                    lat.push(s.elapsed().as_nanos() as u64);
+                }
+                lat
+            })
+        };
+    }
     macro_rules! run_tasks {
         ($make:expr) => {{
             let start = Instant::now();
@@ -486,15 +501,7 @@ async fn run(url: String) {
         for _ in 0..5 {
             let r = run_tasks!(|t: usize| {
                 let rs = Arc::clone(&reqs[t]);
-                tokio::spawn(async move {
-                    let mut lat = Vec::with_capacity(CALLS);
-                    for i in 0..CALLS {
-                        let s = Instant::now();
-                        black_box(charge_redis(&rs[i % KEYS]).await.unwrap());
-                        lat.push(s.elapsed().as_nanos() as u64);
-                    }
-                    lat
-                })
+                timed_task!(|i| charge_redis(&rs[i % KEYS]).await.unwrap())
             });
             println!("idem 64 tasks: {:.0} k/s", r.0 / 1e3);
         }
@@ -504,19 +511,13 @@ async fn run(url: String) {
     let raw_run = run_tasks!(|t: usize| {
         let keys = Arc::clone(&redis_keys[t]);
         let mut conn = raw.clone();
-        tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(CALLS);
-            for i in 0..CALLS {
-                let s = Instant::now();
-                let v: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(&keys[i % KEYS])
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box(v.unwrap());
-                lat.push(s.elapsed().as_nanos() as u64);
-            }
-            lat
+        timed_task!(|i| {
+            let v: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&keys[i % KEYS])
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v.unwrap()
         })
     });
     let raw_server = server_time(&mut admin).await;
@@ -525,21 +526,15 @@ async fn run(url: String) {
         let keys = Arc::clone(&redis_keys[t]);
         let mut conn = raw.clone();
         let sha = lua_sha.clone();
-        tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(CALLS);
-            for i in 0..CALLS {
-                let s = Instant::now();
-                let v: Option<Vec<u8>> = redis::cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(1)
-                    .arg(&keys[i % KEYS])
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box(v.unwrap());
-                lat.push(s.elapsed().as_nanos() as u64);
-            }
-            lat
+        timed_task!(|i| {
+            let v: Option<Vec<u8>> = redis::cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
+                .arg(&keys[i % KEYS])
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v.unwrap()
         })
     });
     let lua_server = server_time(&mut admin).await;
@@ -547,53 +542,31 @@ async fn run(url: String) {
     let native_run = run_tasks!(|t: usize| {
         let keys = Arc::clone(&redis_keys[t]);
         let mut conn = raw.clone();
-        tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(CALLS);
-            for i in 0..CALLS {
-                let s = Instant::now();
-                let v: Option<Vec<u8>> = redis::cmd("SET")
-                    .arg(&keys[i % KEYS])
-                    .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(60_000)
-                    .arg("GET")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                black_box(v.unwrap());
-                lat.push(s.elapsed().as_nanos() as u64);
-            }
-            lat
+        timed_task!(|i| {
+            let v: Option<Vec<u8>> = redis::cmd("SET")
+                .arg(&keys[i % KEYS])
+                .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
+                .arg("NX")
+                .arg("PX")
+                .arg(60_000)
+                .arg("GET")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v.unwrap()
         })
     });
     let native_server = server_time(&mut admin).await;
     reset_stats(&mut admin).await;
     let idem_run = run_tasks!(|t: usize| {
         let rs = Arc::clone(&reqs[t]);
-        tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(CALLS);
-            for i in 0..CALLS {
-                let s = Instant::now();
-                black_box(charge_redis(&rs[i % KEYS]).await.unwrap());
-                lat.push(s.elapsed().as_nanos() as u64);
-            }
-            lat
-        })
+        timed_task!(|i| charge_redis(&rs[i % KEYS]).await.unwrap())
     });
     let idem_server = server_time(&mut admin).await;
     reset_stats(&mut admin).await;
     let cached_run = run_tasks!(|t: usize| {
         let rs = Arc::clone(&reqs[t]);
-        tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(CALLS);
-            for i in 0..CALLS {
-                let s = Instant::now();
-                black_box(charge_cached_redis(&rs[i % KEYS]).await.unwrap());
-                lat.push(s.elapsed().as_nanos() as u64);
-            }
-            lat
-        })
+        timed_task!(|i| charge_cached_redis(&rs[i % KEYS]).await.unwrap())
     });
     let cached_server = server_time(&mut admin).await;
     let row = |name: &str, r: (f64, u64, u64)| {
