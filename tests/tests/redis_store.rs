@@ -488,11 +488,7 @@ async fn a_holder_three_times_longer_than_its_lease_is_not_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_call_releases_its_claim_at_once() {
     let (url, _server) = shared_or_skip!();
-    let store = RedisStore::builder(url)
-        .prefix(unique("cancel"))
-        .build()
-        .await
-        .unwrap();
+    let store = prefixed_store(&url, &unique("cancel")).await;
     let ctx = Ctx::new(SharedStore::new(store), Duration::from_secs(30));
     let cancelled = tokio::time::timeout(
         Duration::from_millis(200),
@@ -520,11 +516,7 @@ async fn a_cancelled_call_releases_its_claim_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_mismatch_is_refused_and_an_identical_payload_replays() {
     let (url, _server) = shared_or_skip!();
-    let store = RedisStore::builder(url)
-        .prefix(unique("payload"))
-        .build()
-        .await
-        .unwrap();
+    let store = prefixed_store(&url, &unique("payload")).await;
     let ctx = Ctx::new(SharedStore::new(store), Duration::from_millis(1));
     let first = charge("pay-1".into(), 100, &ctx).await.unwrap();
     assert_eq!(
