@@ -434,16 +434,7 @@ pub fn read_log(path: &std::path::Path) -> Vec<String> {
 
 /// A fresh path for an execution log in the temp dir.
 pub fn log_path(name: &str) -> PathBuf {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!(
-        "idem-log-{name}-{}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    ))
+    std::env::temp_dir().join(format!("idem-log-{}", unique(name)))
 }
 
 /// A unique id for a test's keys, so tests sharing one server never meet.
