@@ -1,0 +1,1 @@
+//! trybuild UI tests of `#[idempotent]` live in `tests/ui.rs`; the cases in `fail/` and `pass/`.
