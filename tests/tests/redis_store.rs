@@ -192,7 +192,7 @@ async fn scripts_come_back_after_a_script_flush() {
     let first = charge("flush-1".into(), 1, &ctx).await.unwrap();
     assert_eq!(charge("flush-1".into(), 1, &ctx).await.unwrap(), first);
     assert_eq!(ctx.runs(), 1);
-    // The NOSCRIPT fall-back (EVAL) cached the script again: later completes are EVALSHA.
+    // The NOSCRIPT fall-back loaded the script again: later completes are one EVALSHA.
     reset_counts(&server);
     charge("flush-2".into(), 1, &ctx).await.unwrap();
     assert_eq!(store_commands(&server), ["set", "evalsha"]);

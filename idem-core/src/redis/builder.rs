@@ -1,0 +1,282 @@
+//! [`RedisStoreBuilder`]: where and how a [`RedisStore`] connects.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::RedisError;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::conn::{Conn, Runner};
+use super::wire::SCRIPTS;
+use super::{Inner, RedisStore};
+use crate::error::Error;
+
+/// The default key prefix: records live at `idem:{key hex}`.
+const DEFAULT_PREFIX: &str = "idem";
+/// The default bound on establishing a connection (per attempt).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default bound on one command's reply.
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default reconnect backoff: first delay, longest delay, attempts after the first.
+const DEFAULT_RECONNECT: (Duration, Duration, usize) =
+    (Duration::from_millis(25), Duration::from_millis(250), 1);
+/// The default bounds of a waiter's polling.
+const DEFAULT_POLL: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(250));
+
+/// Where a [`RedisStoreBuilder`] connects.
+#[derive(Clone)]
+pub(super) enum Target {
+    Single(String),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(Vec<String>),
+}
+
+/// Builds a [`RedisStore`]: key prefix, timeouts, reconnect backoff, waiters' polling.
+///
+/// The defaults: prefix `idem`, connect timeout 1 s, response timeout 1 s, reconnect
+/// backoff 25 ms up to 250 ms with one retry, polling 5 ms up to 250 ms. With them a
+/// refused port gives [`Error::Store`] within a few tens of milliseconds, and an
+/// unreachable host within about two seconds.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use idem_core::RedisStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), idem_core::Error> {
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/0")
+///     .prefix("billing-idem")
+///     .connect_timeout(Duration::from_millis(500))
+///     .response_timeout(Duration::from_millis(250))
+///     .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100), 2)
+///     .poll_backoff(Duration::from_millis(2), Duration::from_millis(100))
+///     .build()
+///     .await?;
+/// # drop(store);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStoreBuilder {
+    target: Target,
+    prefix: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    reconnect: (Duration, Duration, usize),
+    poll: (Duration, Duration),
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("target", &describe(&self.target))
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("reconnect", &self.reconnect)
+            .field("poll", &self.poll)
+            .finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    pub(super) fn new(target: Target) -> Self {
+        RedisStoreBuilder {
+            target,
+            prefix: DEFAULT_PREFIX.to_string(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            reconnect: DEFAULT_RECONNECT,
+            poll: DEFAULT_POLL,
+        }
+    }
+
+    /// The prefix of every key this store writes (default `idem`): records live at
+    /// `{prefix}:{key hex}`. Stores with different prefixes never see each other's records.
+    ///
+    /// ```
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379").prefix("orders");
+    /// # drop(builder);
+    /// ```
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one attempt to establish a connection may take (default 1 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .connect_timeout(Duration::from_millis(300));
+    /// # drop(builder);
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long one command's reply may take (default 1 s). A claim whose reply timed out
+    /// may still have been taken on the server: it is then held until its lease lapses,
+    /// never treated as free.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .response_timeout(Duration::from_millis(200));
+    /// # drop(builder);
+    /// ```
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How the connection is re-established after it broke: the first delay between two
+    /// attempts, the longest delay, and how many attempts follow the first one (default
+    /// 25 ms, 250 ms, 1). Once these fail, the operation fails with [`Error::Store`] and
+    /// the next operation tries again, so the store recovers by itself when Redis returns.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100), 3);
+    /// # drop(builder);
+    /// ```
+    pub fn reconnect_backoff(mut self, first: Duration, longest: Duration, retries: usize) -> Self {
+        self.reconnect = (first, longest.max(first), retries);
+        self
+    }
+
+    /// The bounds of a waiting duplicate's polling while another holder runs: the first
+    /// delay, doubled after each poll up to the longest (default 5 ms up to 250 ms).
+    /// Duplicates inside one process share one poller.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .poll_backoff(Duration::from_millis(10), Duration::from_millis(500));
+    /// # drop(builder);
+    /// ```
+    pub fn poll_backoff(mut self, first: Duration, longest: Duration) -> Self {
+        let first = first.max(Duration::from_millis(1));
+        self.poll = (first, longest.max(first));
+        self
+    }
+
+    /// Connects, loads the scripts, and returns the store. A server that cannot be reached
+    /// is an [`Error::Store`] within the connect timeout (at once when the port refuses).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), idem_core::Error> {
+    /// let store = idem_core::RedisStore::builder("redis://127.0.0.1:6379").build().await?;
+    /// # drop(store);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn build(self) -> Result<RedisStore, Error> {
+        let (first, longest, retries) = self.reconnect;
+        // Every attempt, and the waits between them, plus the reply.
+        let op_timeout = self.connect_timeout * (retries as u32 + 1)
+            + longest * retries as u32
+            + self.response_timeout;
+        let target = describe(&self.target);
+        let connecting = async {
+            match &self.target {
+                Target::Single(url) => {
+                    let client = redis::Client::open(url.as_str())
+                        .map_err(|err| connect_error(&target, err))?;
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(self.connect_timeout))
+                        .set_response_timeout(Some(self.response_timeout))
+                        .set_min_delay(first)
+                        .set_max_delay(longest)
+                        .set_number_of_retries(retries);
+                    ConnectionManager::new_with_config(client, config)
+                        .await
+                        .map(Conn::Single)
+                        .map_err(|err| connect_error(&target, err))
+                }
+                #[cfg(feature = "redis-cluster")]
+                Target::Cluster(nodes) => {
+                    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                    let client =
+                        redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                            .connection_timeout(self.connect_timeout)
+                            .response_timeout(self.response_timeout)
+                            .overall_response_timeout(Some(op_timeout))
+                            .retries(u32::try_from(retries).unwrap_or(u32::MAX))
+                            .min_retry_wait(millis(first))
+                            .max_retry_wait(millis(longest))
+                            .build()
+                            .map_err(|err| connect_error(&target, err))?;
+                    client
+                        .get_async_connection()
+                        .await
+                        .map(Conn::Cluster)
+                        .map_err(|err| connect_error(&target, err))
+                }
+            }
+        };
+        let conn = tokio::time::timeout(op_timeout, connecting)
+            .await
+            .map_err(|_| {
+                Error::store(format!(
+                    "redis: could not connect to {target} within {op_timeout:?}"
+                ))
+            })??;
+        let runner = Runner {
+            conn,
+            op_timeout,
+            target,
+        };
+        // Load the scripts now, so a first call is one `EVALSHA` per script, not a
+        // `NOSCRIPT` round trip and a load.
+        for script in [&SCRIPTS.renew, &SCRIPTS.complete, &SCRIPTS.release] {
+            runner.load(script).await?;
+        }
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                runner,
+                prefix: self.prefix,
+                poll: self.poll,
+            }),
+        })
+    }
+}
+
+fn connect_error(target: &str, err: RedisError) -> Error {
+    Error::store(format!("redis: could not connect to {target}: {err}"))
+}
+
+/// The target without credentials, for messages and `Debug`.
+pub(super) fn describe(target: &Target) -> String {
+    fn redact(url: &str) -> String {
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+            }
+            _ => url.to_string(),
+        }
+    }
+    match target {
+        Target::Single(url) => redact(url),
+        #[cfg(feature = "redis-cluster")]
+        Target::Cluster(nodes) => {
+            let nodes: Vec<String> = nodes.iter().map(|n| redact(n)).collect();
+            format!("cluster [{}]", nodes.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted() {
+        let target = Target::Single("redis://user:secret@host:6379/0".into());
+        assert_eq!(describe(&target), "redis://***@host:6379/0");
+    }
+}

@@ -1,0 +1,215 @@
+//! [`RedisStore`]: records shared by every process that uses the same Redis (feature
+//! `redis`), or the same Redis Cluster (feature `redis-cluster`).
+//!
+//! # Layout
+//!
+//! Each idempotency key is one Redis string at `{prefix}:{key hex}` (the prefix defaults to
+//! `idem`; the key is the 64-hex-digit hash, never the raw arguments). Its value is either
+//!
+//! - a **claim**: `C`, the record version byte, the holder's 128-bit fencing token as 32 hex
+//!   digits, then the lease deadline in milliseconds since the Unix epoch on the holder's
+//!   clock (decimal). The deadline is informational: the key's own expiry (`PX`) *is* the
+//!   lease, set when the claim is taken and reset by each renewal, so Redis removes a claim
+//!   whose lease lapsed and the next claim finds the key free. (Releases of idem before the
+//!   native claim compare the deadline with the server's clock in their claim script; it
+//!   is kept so that they still see a live claim as live during a rolling upgrade, as long
+//!   as the clocks agree within a fraction of the lease.) Or
+//! - a **record**: `R`, the record version byte, the 32-byte payload fingerprint, then the
+//!   encoded outcome; the key's TTL is the function's `ttl`.
+//!
+//! # Protocol
+//!
+//! - `claim` is one native command, `SET {key} {claim} NX PX {lease} GET` (Redis ≥ 7.0):
+//!   a nil reply means the key was free and is now ours; a record is *completed*; a claim
+//!   is *in progress* (it exists only while its lease holds). A key of another type, or a
+//!   value that is neither, is [`Error::Codec`] and is never overwritten.
+//! - `renew`, `complete` and `release` are Lua scripts, called by `EVALSHA` through
+//!   `redis::Script` (which loads a script the server does not have: first use, restart,
+//!   failover). Each compares the stored claim's token with the caller's before it writes (fencing): a holder that was taken over cannot touch its
+//!   successor's claim or record. `renew` and `complete` also write when the key is absent
+//!   (the holder's lease lapsed and nobody took the key: keeping the claim, or storing the
+//!   completed result, is then correct), never over another claim or a record.
+//!
+//! A hit costs one command (the `SET .. NX PX .. GET` claim), a first call two (claim,
+//! `complete`), plus one `renew` per third of a lease while a body runs. A lapsed claim
+//! has expired by the time another caller takes the key, so this store cannot tell a
+//! takeover from a first claim: [`Claim::Claimed`]'s `taken_over` is always `false` here.
+//!
+//! # Files
+//!
+//! `wire` (values, scripts, replies), `conn` (the connection and the bound on each
+//! operation), `builder` (settings and connecting), `store` (the [`Store`] impl).
+
+mod builder;
+mod conn;
+mod store;
+mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builder::RedisStoreBuilder;
+
+use crate::error::Error;
+use crate::key::Key;
+#[cfg(doc)]
+use crate::store::{Claim, Store};
+use builder::Target;
+use conn::Runner;
+
+/// A [`Store`] in Redis: every process that connects to the same Redis (and uses the same
+/// key prefix) shares one idempotency record per key.
+///
+/// A claim and a hit each take one round trip (one native `SET .. NX PX .. GET`, so Redis
+/// 7.0 or later is needed); `complete`, `renew` and `release` are token-checked Lua
+/// scripts, so a holder that was taken over after its lease lapsed cannot overwrite or
+/// delete its successor's record. Every command is bounded by
+/// the connect and response timeouts: when Redis cannot be reached, calls fail closed with
+/// [`Error::Store`] (at once when the port refuses) and the body does not run; the
+/// connection comes back by itself when Redis does.
+///
+/// Cloning is cheap and shares the connection.
+///
+/// ```no_run
+/// use idem_core::{RedisStore, install};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), idem_core::Error> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// install(store)?; // every #[idempotent] fn without `store = ..` now uses Redis
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runner: Runner,
+    prefix: String,
+    poll: (Duration, Duration),
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://host:port/db`, `redis://user:pass@host`,
+    /// `rediss://..` when a TLS feature of the `redis` crate is enabled) with the default
+    /// settings of [`RedisStore::builder`].
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), idem_core::Error> {
+    /// let store = idem_core::RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// # drop(store);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str) -> Result<RedisStore, Error> {
+        Self::builder(url).build().await
+    }
+
+    /// Connects to the Redis named by the `IDEM_REDIS_URL` environment variable. With the
+    /// `redis-cluster` feature, a comma-separated list of URLs connects to a Redis Cluster
+    /// through those seed nodes.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), idem_core::Error> {
+    /// // IDEM_REDIS_URL=redis://127.0.0.1:6379
+    /// let store = idem_core::RedisStore::from_env().await?;
+    /// # drop(store);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_env() -> Result<RedisStore, Error> {
+        let url = std::env::var("IDEM_REDIS_URL")
+            .map_err(|_| Error::store("IDEM_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)"))?;
+        #[cfg(feature = "redis-cluster")]
+        if url.contains(',') {
+            let nodes = url.split(',').map(str::trim).filter(|n| !n.is_empty());
+            return Self::connect_cluster(nodes).await;
+        }
+        Self::connect(url.trim()).await
+    }
+
+    /// A builder for the Redis at `url`, to set the key prefix, timeouts, reconnect
+    /// backoff and polling bounds.
+    ///
+    /// ```
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379").prefix("idem");
+    /// # drop(builder);
+    /// ```
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Target::Single(url.into()))
+    }
+
+    /// Connects to a Redis Cluster through its seed `nodes` (feature `redis-cluster`).
+    /// Each record is a single key, so records spread over every slot.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), idem_core::Error> {
+    /// let store = idem_core::RedisStore::connect_cluster([
+    ///     "redis://10.0.0.1:7000",
+    ///     "redis://10.0.0.2:7000",
+    /// ])
+    /// .await?;
+    /// # drop(store);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
+    pub async fn connect_cluster<I, S>(nodes: I) -> Result<RedisStore, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::cluster_builder(nodes).build().await
+    }
+
+    /// A builder for a Redis Cluster reached through its seed `nodes` (feature
+    /// `redis-cluster`).
+    ///
+    /// ```
+    /// let builder = idem_core::RedisStore::cluster_builder(["redis://127.0.0.1:7000"])
+    ///     .prefix("idem");
+    /// # drop(builder);
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
+    pub fn cluster_builder<I, S>(nodes: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisStoreBuilder::new(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    /// The Redis key that holds the record of `key`: `{prefix}:{key hex}`.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), idem_core::Error> {
+    /// use idem_core::{KeyHasher, RedisStore};
+    ///
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// let key = KeyHasher::unkeyed().key(&["charge"], &"order-1")?;
+    /// assert_eq!(store.redis_key(&key), format!("idem:{key}"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn redis_key(&self, key: &Key) -> String {
+        format!("{}:{}", self.inner.prefix, key)
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.inner.runner.target)
+            .field("prefix", &self.inner.prefix)
+            .finish()
+    }
+}

@@ -1,0 +1,110 @@
+//! The [`Store`] impl of [`RedisStore`]: the record protocol as Redis commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+
+use super::RedisStore;
+use super::wire::{
+    SCRIPTS, claim_prefix, claim_value, encode_record, int_reply, millis_arg, new_token,
+    parse_claim, unexpected,
+};
+use crate::error::Error;
+use crate::key::{Fingerprint, Key};
+use crate::store::{BoxFuture, Claim, Record, Store, Token};
+
+impl Store for RedisStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a Key,
+        _fingerprint: &'a Fingerprint,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, Error>> {
+        Box::pin(async move {
+            let token = new_token();
+            let mut set = redis::cmd("SET");
+            set.arg(self.redis_key(key))
+                .arg(claim_value(token, lease))
+                .arg("NX")
+                .arg("PX")
+                .arg(millis_arg(lease))
+                .arg("GET");
+            match self.inner.runner.query("claim", &set).await? {
+                Ok(reply) => parse_claim(reply, token),
+                Err(err) if err.code() == Some("WRONGTYPE") => Err(Error::codec(
+                    "the record's Redis key holds a value of another type than a string",
+                )),
+                // Before 7.0, Redis refuses NX together with GET.
+                Err(err) if err.to_string().contains("syntax error") => Err(Error::store(format!(
+                    "redis claim on {}: {err} (idem needs Redis 7.0 or later: SET with NX and GET)",
+                    self.inner.runner.target
+                ))),
+                Err(err) => Err(self.inner.runner.failed("claim", &err)),
+            }
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a Key,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let mut invocation = SCRIPTS.renew.key(self.redis_key(key));
+            invocation
+                .arg(claim_value(token, lease))
+                .arg(millis_arg(lease));
+            let reply = self.inner.runner.invoke("renew", &invocation).await?;
+            int_reply("renew", reply)
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a Key,
+        token: Token,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let mut invocation = SCRIPTS.complete.key(self.redis_key(key));
+            invocation
+                .arg(claim_prefix(token))
+                .arg(encode_record(&record))
+                .arg(millis_arg(ttl));
+            let reply = self.inner.runner.invoke("complete", &invocation).await?;
+            int_reply("complete", reply)
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a Key, token: Token) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let mut invocation = SCRIPTS.release.key(self.redis_key(key));
+            invocation.arg(claim_prefix(token));
+            let reply = self.inner.runner.invoke("release", &invocation).await?;
+            int_reply("release", reply)
+        })
+    }
+
+    fn forget<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let mut del = redis::cmd("DEL");
+            del.arg(self.redis_key(key));
+            let reply = self.inner.runner.run("forget", &del).await?;
+            match reply {
+                Value::Int(n) => Ok(n > 0),
+                other => Err(unexpected("forget", &other)),
+            }
+        })
+    }
+
+    fn poll_backoff(&self) -> (Duration, Duration) {
+        self.inner.poll
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}

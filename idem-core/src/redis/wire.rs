@@ -1,0 +1,310 @@
+//! The values a [`RedisStore`](super::RedisStore) writes, the token-checked scripts that
+//! change them, and the parsing of Redis's replies.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::{Script, Value};
+
+use crate::error::Error;
+use crate::key::Fingerprint;
+use crate::store::{ChangeNotice, Claim, RECORD_VERSION, Record, Token};
+
+/// The tag byte of a claim value.
+const CLAIM_TAG: u8 = b'C';
+/// The tag byte of a completed record value.
+const RECORD_TAG: u8 = b'R';
+/// The length of a claim's prefix: tag, version, 32 hex digits of token.
+pub(super) const CLAIM_PREFIX_LEN: usize = 34;
+/// The length of a record's header: tag, version, 32-byte fingerprint.
+const RECORD_HEADER_LEN: usize = 34;
+
+/// `KEYS[1]` the record; `ARGV[1]` the renewed claim value (its first 34 bytes name the
+/// holder); `ARGV[2]` the lease in ms. Renews our claim, or takes the key again when it is
+/// absent (our lease lapsed and nobody took over); never touches another claim or a record.
+const RENEW_LUA: &str = r#"
+local v = redis.pcall('GET', KEYS[1])
+if v ~= false and (type(v) ~= 'string' or string.sub(v, 1, 34) ~= string.sub(ARGV[1], 1, 34)) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+/// `KEYS[1]` the record; `ARGV[1]` the claim's prefix; `ARGV[2]` the record value;
+/// `ARGV[3]` its TTL in ms. Writes over our claim, or when the key is absent (nobody holds
+/// it); never over another claim or a record.
+const COMPLETE_LUA: &str = r#"
+local v = redis.pcall('GET', KEYS[1])
+if v ~= false and (type(v) ~= 'string' or string.sub(v, 1, 34) ~= ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"#;
+
+/// `KEYS[1]` the record; `ARGV[1]` the claim's prefix.
+const RELEASE_LUA: &str = r#"
+local v = redis.pcall('GET', KEYS[1])
+if type(v) ~= 'string' or string.sub(v, 1, 34) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+/// The token-checked scripts. `Script::invoke_async` sends `EVALSHA` and, when the server
+/// does not have the script (first use, restart, failover, `SCRIPT FLUSH`), loads it and
+/// sends `EVALSHA` again.
+pub(super) struct Scripts {
+    pub(super) renew: Script,
+    pub(super) complete: Script,
+    pub(super) release: Script,
+}
+
+pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    renew: Script::new(RENEW_LUA),
+    complete: Script::new(COMPLETE_LUA),
+    release: Script::new(RELEASE_LUA),
+});
+
+/// A new random 128-bit fencing token: BLAKE3 of a per-process random seed, a counter,
+/// the process id and the time. Unique per claim, unpredictable enough that no two
+/// processes pick the same one.
+pub(super) fn new_token() -> Token {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: LazyLock<[u8; 32]> = LazyLock::new(|| {
+        let mut hasher = blake3::Hasher::new();
+        for salt in 0u64..4 {
+            // Each `RandomState` is keyed from the OS's randomness.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(salt);
+            hasher.update(&h.finish().to_le_bytes());
+        }
+        hasher.update(&std::process::id().to_le_bytes());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        hasher.update(&now.as_nanos().to_le_bytes());
+        *hasher.finalize().as_bytes()
+    });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut hasher = blake3::Hasher::new_keyed(&SEED);
+    hasher.update(&count.to_le_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    Token::new(u128::from_le_bytes(bytes))
+}
+
+/// The first 34 bytes of a claim value held by `token`: tag, version, token in hex.
+pub(super) fn claim_prefix(token: Token) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CLAIM_PREFIX_LEN + 20);
+    push_claim_prefix(&mut out, token);
+    out
+}
+
+fn push_claim_prefix(out: &mut Vec<u8>, token: Token) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(CLAIM_TAG);
+    out.push(RECORD_VERSION);
+    out.extend(
+        token
+            .get()
+            .to_be_bytes()
+            .iter()
+            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]),
+    );
+}
+
+/// A whole claim value held by `token` for `lease` from now: the prefix, then the lease
+/// deadline in ms since the Unix epoch on this process's clock (informational: the key's
+/// `PX` is the lease).
+pub(super) fn claim_value(token: Token, lease: Duration) -> Vec<u8> {
+    let mut out = claim_prefix(token);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let deadline = (now + lease).as_millis();
+    out.extend_from_slice(deadline.to_string().as_bytes());
+    out
+}
+
+/// Whether `bytes` is a claim value this version writes or understands: tag, version, 32
+/// lowercase hex digits of token, then the decimal deadline (or nothing).
+fn is_claim(bytes: &[u8]) -> bool {
+    match bytes {
+        [CLAIM_TAG, RECORD_VERSION, rest @ ..] if rest.len() >= CLAIM_PREFIX_LEN - 2 => {
+            let (token, deadline) = rest.split_at(CLAIM_PREFIX_LEN - 2);
+            token
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                && deadline.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    }
+}
+
+/// A duration as a Redis expiry argument in ms.
+pub(super) fn millis_arg(duration: Duration) -> Vec<u8> {
+    // At least 1 ms: Redis refuses a zero expiry.
+    let ms = duration.as_millis().clamp(1, i64::MAX as u128 / 4);
+    ms.to_string().into_bytes()
+}
+
+/// A completed record's value: tag, version, fingerprint, encoded outcome.
+pub(super) fn encode_record(record: &Record) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + record.value().len());
+    out.push(RECORD_TAG);
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(record.fingerprint().as_bytes());
+    out.extend_from_slice(record.value());
+    out
+}
+
+fn decode_record(bytes: &[u8]) -> Result<Record, Error> {
+    match bytes {
+        [RECORD_TAG, version, rest @ ..] if rest.len() >= 32 => {
+            if *version != RECORD_VERSION {
+                return Err(Error::codec(format!(
+                    "the stored record has version {version}, this build reads version {RECORD_VERSION}"
+                )));
+            }
+            let (fingerprint, value) = rest.split_at(32);
+            let fingerprint: [u8; 32] = fingerprint.try_into().expect("split at 32");
+            Ok(Record::new(Fingerprint::from_bytes(fingerprint), value))
+        }
+        [CLAIM_TAG, version, ..] => Err(Error::codec(format!(
+            "the stored claim has version {version}, this build reads version {RECORD_VERSION}"
+        ))),
+        _ => Err(Error::codec(
+            "the value at the record's Redis key is not an idem record",
+        )),
+    }
+}
+
+/// A reply of a shape the command never gives.
+pub(super) fn unexpected(what: &str, reply: &Value) -> Error {
+    Error::store(format!("redis {what}: unexpected reply {reply:?}"))
+}
+
+/// A script's 0/1 answer.
+pub(super) fn int_reply(what: &str, reply: Value) -> Result<bool, Error> {
+    match reply {
+        Value::Int(n) => Ok(n == 1),
+        other => Err(unexpected(what, &other)),
+    }
+}
+
+/// What the claim's `SET {key} {claim} NX PX {lease} GET` answered.
+pub(super) fn parse_claim(reply: Value, token: Token) -> Result<Claim, Error> {
+    match reply {
+        // The key was absent: the SET took it.
+        Value::Nil => Ok(Claim::Claimed {
+            token,
+            taken_over: false,
+        }),
+        // The key was there (nothing was written): a live claim or a stored record.
+        Value::BulkString(bytes) => {
+            if bytes.first() == Some(&CLAIM_TAG) && bytes.get(1) == Some(&RECORD_VERSION) {
+                if is_claim(&bytes) {
+                    Ok(Claim::InProgress(ChangeNotice::poll()))
+                } else {
+                    Err(Error::codec(
+                        "the claim at the record's Redis key cannot be read",
+                    ))
+                }
+            } else {
+                decode_record(&bytes).map(|record| Claim::Completed(Arc::new(record)))
+            }
+        }
+        other => Err(unexpected("claim", &other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_bad_bytes_are_codec_errors() {
+        let record = Record::new(Fingerprint::from_bytes([7; 32]), b"O{\"a\":1}".to_vec());
+        let bytes = encode_record(&record);
+        assert_eq!(decode_record(&bytes).unwrap(), record);
+        for bad in [&b""[..], b"R", b"Rx", b"garbage", b"{\"json\":true}"] {
+            assert!(
+                matches!(decode_record(bad), Err(Error::Codec(_))),
+                "{bad:?}"
+            );
+        }
+        let mut other_version = bytes.clone();
+        other_version[1] = RECORD_VERSION + 1;
+        assert!(matches!(
+            decode_record(&other_version),
+            Err(Error::Codec(_))
+        ));
+    }
+
+    #[test]
+    fn tokens_are_distinct_and_claim_prefixes_have_a_fixed_length() {
+        let tokens: std::collections::HashSet<u128> =
+            (0..10_000).map(|_| new_token().get()).collect();
+        assert_eq!(tokens.len(), 10_000);
+        assert_eq!(claim_prefix(new_token()).len(), CLAIM_PREFIX_LEN);
+        assert_eq!(claim_prefix(Token::new(0)).len(), CLAIM_PREFIX_LEN);
+    }
+
+    #[test]
+    fn claim_replies_are_classified() {
+        let token = Token::new(0xfeed_0000_0000_0000_0000_0000_0000_beef);
+        let value = claim_value(token, Duration::from_secs(30));
+        assert_eq!(&value[..CLAIM_PREFIX_LEN], claim_prefix(token).as_slice());
+        assert_eq!(
+            &value[2..CLAIM_PREFIX_LEN],
+            b"feed000000000000000000000000beef"
+        );
+        assert!(is_claim(&value));
+        assert!(is_claim(&claim_prefix(token)), "the deadline may be absent");
+
+        assert!(matches!(
+            parse_claim(Value::Nil, token),
+            Ok(Claim::Claimed {
+                token: t,
+                taken_over: false
+            }) if t == token
+        ));
+        let other = claim_value(new_token(), Duration::from_millis(1));
+        assert!(matches!(
+            parse_claim(Value::BulkString(other), token),
+            Ok(Claim::InProgress(_))
+        ));
+        let record = Record::new(Fingerprint::from_bytes([3; 32]), b"O1".to_vec());
+        match parse_claim(Value::BulkString(encode_record(&record)), token) {
+            Ok(Claim::Completed(found)) => assert_eq!(*found, record),
+            other => panic!("{other:?}"),
+        }
+        let mut bad_deadline = claim_prefix(token);
+        bad_deadline.extend_from_slice(b"notanumber");
+        let mut upper_hex = claim_prefix(token);
+        upper_hex[2] = b'F';
+        let mut other_version = claim_value(token, Duration::from_secs(1));
+        other_version[1] = RECORD_VERSION + 1;
+        for bad in [
+            bad_deadline,
+            upper_hex,
+            claim_prefix(token)[..20].to_vec(),
+            other_version,
+            b"C".to_vec(),
+            b"garbage".to_vec(),
+        ] {
+            assert!(
+                matches!(
+                    parse_claim(Value::BulkString(bad.clone()), token),
+                    Err(Error::Codec(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse_claim(Value::Int(1), token),
+            Err(Error::Store(_))
+        ));
+    }
+}
