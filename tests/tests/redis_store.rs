@@ -383,54 +383,62 @@ async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenc
     }
 }
 
-/// A holder whose claim lapsed with nobody taking over (a Redis blip longer than the
-/// lease) may still renew it or store its result: the key is free, and nobody else runs.
+/// A holder whose key no longer holds its token — forgotten by an operator, or its lease
+/// lapsed — has lost the claim: it can neither renew it nor store its result, so nothing
+/// is written to the absent key (as on `MokaStore`, and as `forget` promises).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lapsed_claim_nobody_took_can_still_be_renewed_or_completed() {
+async fn a_forgotten_or_lapsed_claim_can_no_longer_be_renewed_or_completed() {
     let (url, _server) = shared_or_skip!();
     let store = prefixed_store(&url, &unique("absent")).await;
     let fp = KeyHasher::unkeyed().fingerprint(&("absent", 1u64)).unwrap();
     let lease = Duration::from_millis(100);
     let record = Arc::new(idem_core::Record::new(fp, b"O\"late\"".to_vec()));
+    let mut raw = raw_conn(&url).await;
 
-    // complete after the lease lapsed.
-    let key = key_of("absent-complete");
+    for (case, forget) in [("forgotten", true), ("lapsed", false)] {
+        let key = key_of(&format!("absent-{case}"));
+        let idem_core::Claim::Claimed { token, .. } = store.claim(&key, &fp, lease).await.unwrap()
+        else {
+            panic!("a free key is claimed");
+        };
+        if forget {
+            assert!(store.forget(&key).await.unwrap());
+        } else {
+            tokio::time::sleep(lease * 2).await;
+        }
+        assert!(
+            !store
+                .renew(&key, token, Duration::from_secs(5))
+                .await
+                .unwrap(),
+            "{case}: renew of a lost claim"
+        );
+        assert!(
+            !store
+                .complete(&key, token, Arc::clone(&record), Duration::from_secs(60))
+                .await
+                .unwrap(),
+            "{case}: complete of a lost claim"
+        );
+        let exists: u64 = redis::cmd("EXISTS")
+            .arg(store.redis_key(&key))
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(exists, 0, "{case}: nothing was written to the absent key");
+        assert!(matches!(
+            store.claim(&key, &fp, lease).await.unwrap(),
+            idem_core::Claim::Claimed { .. }
+        ));
+    }
+
+    // A stale token does not complete a key someone else holds.
+    let key = key_of("absent-retaken");
     let idem_core::Claim::Claimed { token, .. } = store.claim(&key, &fp, lease).await.unwrap()
     else {
         panic!("a free key is claimed");
     };
-    tokio::time::sleep(lease * 2).await;
-    assert!(
-        store
-            .complete(&key, token, Arc::clone(&record), Duration::from_secs(60))
-            .await
-            .unwrap()
-    );
-    assert!(matches!(
-        store.claim(&key, &fp, lease).await.unwrap(),
-        idem_core::Claim::Completed(found) if *found == *record
-    ));
-
-    // renew after the lease lapsed takes the key again; others then see it in progress.
-    let key = key_of("absent-renew");
-    let idem_core::Claim::Claimed { token, .. } = store.claim(&key, &fp, lease).await.unwrap()
-    else {
-        panic!("a free key is claimed");
-    };
-    tokio::time::sleep(lease * 2).await;
-    assert!(
-        store
-            .renew(&key, token, Duration::from_secs(5))
-            .await
-            .unwrap()
-    );
-    assert!(matches!(
-        store.claim(&key, &fp, lease).await.unwrap(),
-        idem_core::Claim::InProgress(_)
-    ));
     assert!(store.release(&key, token).await.unwrap());
-
-    // A released key is not completed by a stale token once someone else holds it.
     let idem_core::Claim::Claimed { token: other, .. } =
         store.claim(&key, &fp, lease).await.unwrap()
     else {
@@ -443,6 +451,40 @@ async fn a_lapsed_claim_nobody_took_can_still_be_renewed_or_completed() {
             .unwrap()
     );
     assert!(store.release(&key, other).await.unwrap());
+}
+
+/// Forgets its own key on the first run, as an operator would while it runs.
+#[idempotent(key = "id", name = "tests.redis.forgotten.v1", lease = "1s", wait = "10s", skip(ctx), store = &ctx.store)]
+async fn forgotten_while_running(id: String, ctx: &Ctx) -> Result<String, TestError> {
+    let run = ctx.runs.fetch_add(1, SeqCst) + 1;
+    if run == 1 {
+        let key = idem_core::Key::from_hex(&idem_core::current_key().unwrap()).unwrap();
+        assert!(ctx.store.forget(&key).await.unwrap(), "the claim was there");
+    }
+    Ok(format!("{id}-run{run}"))
+}
+
+/// `forget` of a running call: the caller still gets its result, but it is not stored, so
+/// the next call runs the body again (the README's promise, as on `MokaStore`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_of_a_running_call_means_its_result_is_not_stored() {
+    let (url, _server) = shared_or_skip!();
+    let store = prefixed_store(&url, &unique("forget-running")).await;
+    let ctx = Ctx::new(SharedStore::new(store), Duration::ZERO);
+    assert_eq!(
+        forgotten_while_running("f".into(), &ctx).await.unwrap(),
+        "f-run1"
+    );
+    assert_eq!(
+        forgotten_while_running("f".into(), &ctx).await.unwrap(),
+        "f-run2",
+        "the forgotten result was not stored"
+    );
+    assert_eq!(
+        forgotten_while_running("f".into(), &ctx).await.unwrap(),
+        "f-run2"
+    );
+    assert_eq!(ctx.runs(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

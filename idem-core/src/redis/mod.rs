@@ -25,10 +25,10 @@
 //!   value that is neither, is [`Error::Codec`] and is never overwritten.
 //! - `renew`, `complete` and `release` are Lua scripts, called by `EVALSHA` through
 //!   `redis::Script` (which loads a script the server does not have: first use, restart,
-//!   failover). Each compares the stored claim's token with the caller's before it writes (fencing): a holder that was taken over cannot touch its
-//!   successor's claim or record. `renew` and `complete` also write when the key is absent
-//!   (the holder's lease lapsed and nobody took the key: keeping the claim, or storing the
-//!   completed result, is then correct), never over another claim or a record.
+//!   failover). Each compares the stored claim's token with the caller's before it writes
+//!   (fencing): a holder that was taken over cannot touch its successor's claim or record. They act only on the caller's own claim: a key that is
+//!   absent (an operator's `forget`, or a lease that lapsed) means the claim is lost, and
+//!   nothing is written to it, so a forgotten call's result is not stored.
 //!
 //! A hit costs one command (the `SET .. NX PX .. GET` claim), a first call two (claim,
 //! `complete`), plus one `renew` per third of a lease while a body runs. A lapsed claim

@@ -21,23 +21,21 @@ pub(super) const CLAIM_PREFIX_LEN: usize = 34;
 const RECORD_HEADER_LEN: usize = 34;
 
 /// `KEYS[1]` the record; `ARGV[1]` the renewed claim value (its first 34 bytes name the
-/// holder); `ARGV[2]` the lease in ms. Renews our claim, or takes the key again when it is
-/// absent (our lease lapsed and nobody took over); never touches another claim or a record.
+/// holder); `ARGV[2]` the lease in ms. Renews our claim only: an absent key (forgotten, or
+/// our lease lapsed), another claim or a record means the claim is lost.
 const RENEW_LUA: &str = r#"
 local v = redis.pcall('GET', KEYS[1])
-if v ~= false and (type(v) ~= 'string' or string.sub(v, 1, 34) ~= string.sub(ARGV[1], 1, 34)) then
-  return 0
-end
+if type(v) ~= 'string' or string.sub(v, 1, 34) ~= string.sub(ARGV[1], 1, 34) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 "#;
 
 /// `KEYS[1]` the record; `ARGV[1]` the claim's prefix; `ARGV[2]` the record value;
-/// `ARGV[3]` its TTL in ms. Writes over our claim, or when the key is absent (nobody holds
-/// it); never over another claim or a record.
+/// `ARGV[3]` its TTL in ms. Writes over our claim only: an absent key (forgotten, or our
+/// lease lapsed) is not written, so a `forget` of a running call keeps its result out.
 const COMPLETE_LUA: &str = r#"
 local v = redis.pcall('GET', KEYS[1])
-if v ~= false and (type(v) ~= 'string' or string.sub(v, 1, 34) ~= ARGV[1]) then return 0 end
+if type(v) ~= 'string' or string.sub(v, 1, 34) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 "#;
