@@ -47,6 +47,9 @@ mod global;
 mod key;
 #[cfg(feature = "moka")]
 mod moka;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 #[cfg(feature = "redis")]
 mod redis;
 mod store;
