@@ -139,10 +139,12 @@ fn key_derivation(c: &mut Criterion) {
         b.iter(|| blake3::hash(&serde_json::to_vec(black_box(&btree)).unwrap()))
     });
     g.bench_function("idem derive (key + fingerprint, as generated)", |b| {
+        // The function's site, from the same two markers the macro writes.
+        fn marker() {}
         b.iter(|| {
             idem_core::__private::derive(
                 &DERIVE_SPEC,
-                &[],
+                idem_core::__private::Site::new(&|| (), &marker, Some("bench::derive")),
                 None::<&()>,
                 #[allow(clippy::needless_borrows_for_generic_args)]
                 &(idem_core::__private::arg(black_box(&btree)),),

@@ -80,9 +80,14 @@ static SPEC: Spec = Spec {
 /// The key idem derives for `charge_redis(req)`.
 fn key_of(req: &Request) -> Key {
     #[allow(clippy::needless_borrows_for_generic_args)]
-    idem_core::__private::derive(&SPEC, &[], None::<&()>, &(idem_core::__private::arg(req),))
-        .unwrap()
-        .0
+    idem_core::__private::derive(
+        &SPEC,
+        idem_core::__private::Site::named(),
+        None::<&()>,
+        &(idem_core::__private::arg(req),),
+    )
+    .unwrap()
+    .0
 }
 
 /// A `redis-server` on a free loopback port, killed on drop.

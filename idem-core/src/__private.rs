@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::call::{ErrCodec, InFlight, Spec};
+pub use crate::namespace::Site;
 pub use core::time::Duration;
 
 use crate::call::Call;
@@ -226,28 +227,17 @@ pub fn errors_cached<E: CachedError<M>, M>() -> ErrCodec<E> {
 }
 
 /// Derives the key (from `key`, or from all arguments when `None`) and the fingerprint.
-pub fn derive<K, A>(
-    spec: &Spec,
-    qualifiers: &[&str],
-    key: Option<&K>,
-    args: A,
-) -> Result<Ids, Error>
+pub fn derive<K, A>(spec: &Spec, site: Site, key: Option<&K>, args: A) -> Result<Ids, Error>
 where
     K: Serialize + ?Sized,
     A: Serialize,
 {
     let hasher = key_hasher();
     let fingerprint = hasher.fingerprint(&args)?;
-    let with_qualifiers;
-    let namespace: &[&str] = if qualifiers.is_empty() {
-        std::slice::from_ref(&spec.name)
-    } else {
-        with_qualifiers = [&[spec.name][..], qualifiers].concat();
-        &with_qualifiers
-    };
+    let namespace = site.namespace(spec.name);
     let key = match key {
-        Some(value) => hasher.key(namespace, value)?,
-        None => hasher.key_from_fingerprint(namespace, &fingerprint),
+        Some(value) => hasher.key(namespace.parts(), value)?,
+        None => hasher.key_from_fingerprint(namespace.parts(), &fingerprint),
     };
     Ok((key, fingerprint))
 }

@@ -47,6 +47,7 @@ mod global;
 mod key;
 #[cfg(feature = "moka")]
 mod moka;
+mod namespace;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;

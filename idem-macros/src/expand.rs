@@ -3,8 +3,9 @@
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 
 use crate::attr::{Args, Errors};
 
@@ -139,18 +140,19 @@ fn generate(
     };
     let cache_errors = args.cache_errors;
 
-    // The namespace's qualifiers: the `Self` type of a method (unless `name` is given) and
-    // the type arguments of a generic function.
-    let mut qualifiers = Vec::new();
-    if params.receiver.is_some() && args.name.is_none() {
-        qualifiers.push(quote!(::core::any::type_name::<Self>()));
-    }
-    for param in &sig.generics.params {
-        if let GenericParam::Type(ty) = param {
-            let ident = &ty.ident;
-            qualifiers.push(quote!(::core::any::type_name::<#ident>()));
-        }
-    }
+    // Where the function is (its enclosing fns, impl, trait) and the generic arguments it
+    // runs with, from `type_name` of a closure and a local fn item in its body (see
+    // `idem_core`'s `namespace.rs`). Without `name`, a plain free fn keeps the namespace
+    // `module_path!()::fn_name` alone.
+    let default_name = if args.name.is_none() {
+        let suffix = format!("::{}", sig.ident.unraw());
+        quote!(::core::option::Option::Some(
+            ::core::concat!(::core::module_path!(), #suffix)
+        ))
+    } else {
+        quote!(::core::option::Option::None)
+    };
+    let site = quote!(#private::Site::new(&|| (), &__idem_site, #default_name));
 
     // Every argument not skipped is fingerprinted (`self` only when the key names it).
     let mut fingerprinted = Vec::new();
@@ -214,6 +216,7 @@ fn generate(
     quote! {
         #(#attrs)*
         #vis #sig {
+            fn __idem_site() {}
             static __IDEM_SPEC: #private::Spec = #private::Spec {
                 name: #name,
                 ttl: #ttl,
@@ -224,7 +227,7 @@ fn generate(
             };
             let __idem_ids = #private::derive(
                 &__IDEM_SPEC,
-                &[#(#qualifiers),*],
+                #site,
                 #key,
                 (#(#fingerprinted,)*),
             );

@@ -24,7 +24,7 @@ use syn::ItemFn;
 /// | `ttl = "24h"` | how long a completed result is kept (humantime: `90s`, `30m`, `1h 30m`, `7d`; not zero) | `24h` |
 /// | `skip(a, b)` | arguments left out of the key and the payload fingerprint (`self` always is, unless the key names it) | none |
 /// | `store = expr` | the store, evaluated on each call (`SharedStore` or `&SharedStore`) | the process default store |
-/// | `name = "charge.v1"` | the stable namespace of the keys; bump it when the result type changes shape | module path + fn name (+ `Self` type, + type arguments) |
+/// | `name = "charge.v1"` | the stable namespace of the keys; bump it when the result type changes shape (generic functions keep their generic arguments beside it) | module path + fn name (+ the full path and generic arguments, unless a plain free fn) |
 /// | `in_flight = "wait"` / `"reject"` | a duplicate of a running call waits for its result, or fails with `Error::InProgress` | `wait` |
 /// | `wait = "60s"` | how long a waiting duplicate waits | `60s` |
 /// | `lease = "30s"` | how long a claim holds without renewal before it is presumed dead | `30s` |
@@ -102,8 +102,9 @@ use syn::ItemFn;
 /// # }
 /// ```
 ///
-/// Methods take the `Self` type into their namespace; generic functions, their type
-/// arguments:
+/// Methods, nested fns and trait default bodies take their full path (impl, trait,
+/// enclosing fns) into their namespace, and generic functions every generic argument in
+/// scope (their own, their impl's, a trait's `Self`), so none of them share keys:
 ///
 /// ```
 /// # #[derive(Debug)] struct E;

@@ -125,3 +125,94 @@ fn golden_vectors() {
         failures.join("\n")
     );
 }
+
+// The namespaces the macro gives. Keys of plain free functions and of functions with an
+// explicit `name` (generic ones: `name` plus their type arguments) must not change, or
+// every stored result would be missed after an upgrade.
+
+#[derive(Debug)]
+struct E;
+
+impl From<idem_core::Error> for E {
+    fn from(_: idem_core::Error) -> Self {
+        E
+    }
+}
+
+fn call_key() -> Result<String, E> {
+    idem_core::current_key().ok_or(E)
+}
+
+#[idem_core::idempotent]
+async fn plain_free_fn(order: u64, note: String) -> Result<String, E> {
+    let _ = (order, note);
+    call_key()
+}
+
+#[idem_core::idempotent(key = "order")]
+async fn plain_with_key(order: u64) -> Result<String, E> {
+    call_key()
+}
+
+#[idem_core::idempotent(name = "golden.charge.v1")]
+async fn named_free_fn(order: u64) -> Result<String, E> {
+    let _ = order;
+    call_key()
+}
+
+#[idem_core::idempotent(name = "golden.generic.v1")]
+async fn named_generic_fn<T: Send, U: Send>(order: u64) -> Result<String, E> {
+    let _ = order;
+    call_key()
+}
+
+struct Mailer;
+
+impl Mailer {
+    #[idem_core::idempotent(name = "golden.mailer.v1")]
+    async fn send(&self, order: u64) -> Result<String, E> {
+        let _ = order;
+        call_key()
+    }
+}
+
+#[tokio::test]
+async fn golden_macro_namespaces() {
+    let cases = [
+        (
+            "plain free fn",
+            plain_free_fn(42, "hi".into()).await.unwrap(),
+            "3685fc604058475d66510a2f738ee48593a489d29456b87618540e1dff13cd5c",
+        ),
+        (
+            "plain with key",
+            plain_with_key(42).await.unwrap(),
+            "f15e503e0f2d23388ef9dab8b3e8e6dd73c07c1da6b220fd5e271ca86951b28d",
+        ),
+        (
+            "named free fn",
+            named_free_fn(42).await.unwrap(),
+            "76985df74b1f76d9d98643d00fd00a8366a22915188b28a92bfe53ac1bfab31e",
+        ),
+        (
+            "named generic fn",
+            named_generic_fn::<u8, String>(42).await.unwrap(),
+            "2becfd76da1a6b36dc328eb19e67be12501354f85d9e12781f12f70655bf6812",
+        ),
+        (
+            "named method",
+            Mailer.send(42).await.unwrap(),
+            "f77c3b351d1d6e005cf725dcc3ce5d75f429afab42b20c2e04e5cc166f0dae58",
+        ),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter(|(_, actual, expected)| actual != expected)
+        .map(|(name, actual, expected)| format!("{name}: expected {expected}, got {actual}"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "golden keys changed:\n{}",
+        failures.join("\n")
+    );
+}
