@@ -303,6 +303,39 @@ impl RedisCluster {
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
     }
+
+    /// The cluster node id of node `index` (`CLUSTER MYID`).
+    pub fn node_id(&self, index: usize) -> String {
+        let reply = self.nodes[index]
+            .command(&["CLUSTER", "MYID"])
+            .expect("CLUSTER MYID");
+        reply
+            .lines()
+            .find(|l| !l.is_empty() && !l.starts_with('$'))
+            .expect("a node id")
+            .trim_start_matches('+')
+            .trim()
+            .to_string()
+    }
+
+    /// Starts moving `slots` slots from node `from` to node `to` with `redis-cli --cluster
+    /// reshard` (a routine online migration: keys move with `MIGRATE`, clients meanwhile get
+    /// `ASK` and then `MOVED`). Returns the running `redis-cli`.
+    pub fn start_reshard(&self, from: usize, to: usize, slots: u32) -> Child {
+        Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("reshard")
+            .arg(format!("127.0.0.1:{}", self.nodes[from].port()))
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string()])
+            .arg("--cluster-yes")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-cli --cluster reshard")
+    }
 }
 
 /// A worker process whose stdout lines are collected with the instant each arrived.

@@ -206,13 +206,14 @@ impl RedisStoreBuilder {
                             .connection_timeout(self.connect_timeout)
                             .response_timeout(self.response_timeout)
                             .overall_response_timeout(Some(op_timeout))
-                            .retries(u32::try_from(retries).unwrap_or(u32::MAX))
+                            // Redirects and retries are followed in `cluster`
+                            // (ASKING and the command as one pipeline).
+                            .retries(0)
                             .min_retry_wait(millis(first))
                             .max_retry_wait(millis(longest))
                             .build()
                             .map_err(|err| connect_error(&target, err))?;
-                    client
-                        .get_async_connection()
+                    super::cluster::Cluster::connect(client, op_timeout)
                         .await
                         .map(Conn::Cluster)
                         .map_err(|err| connect_error(&target, err))

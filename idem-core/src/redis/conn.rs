@@ -14,7 +14,7 @@ use crate::error::Error;
 pub(super) enum Conn {
     Single(ConnectionManager),
     #[cfg(feature = "redis-cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(std::sync::Arc<super::cluster::Cluster>),
 }
 
 impl ConnectionLike for Conn {
@@ -22,7 +22,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
             #[cfg(feature = "redis-cluster")]
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(cluster) => Box::pin(cluster.query(cmd)),
         }
     }
 
@@ -35,7 +35,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "redis-cluster")]
-            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(cluster) => Box::pin(cluster.pipeline(pipeline, offset, count)),
         }
     }
 
@@ -78,6 +78,10 @@ impl Runner {
         tokio::time::timeout(self.op_timeout, attempt)
             .await
             .map_err(|_| {
+                #[cfg(feature = "redis-cluster")]
+                if let Conn::Cluster(cluster) = &self.conn {
+                    cluster.rebuild();
+                }
                 Error::store(format!(
                     "redis {what} on {}: no reply within {:?}",
                     self.target, self.op_timeout

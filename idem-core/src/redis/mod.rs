@@ -38,9 +38,12 @@
 //! # Files
 //!
 //! `wire` (values, scripts, replies), `conn` (the connection and the bound on each
-//! operation), `builder` (settings and connecting), `store` (the [`Store`] impl).
+//! operation), `cluster` (following slot migrations), `builder` (settings and
+//! connecting), `store` (the [`Store`] impl).
 
 mod builder;
+#[cfg(feature = "redis-cluster")]
+mod cluster;
 mod conn;
 mod store;
 mod wire;
