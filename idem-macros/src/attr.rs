@@ -110,9 +110,9 @@ impl Args {
                 })?;
                 self.key = Some(KeyExpr { lit, expr });
             }
-            "ttl" => self.ttl = Some(duration(&ident, value, "24h")?),
-            "wait" => self.wait = Some(duration(&ident, value, "60s")?),
-            "lease" => self.lease = Some(duration(&ident, value, "30s")?),
+            "ttl" => self.ttl = Some(duration(&ident, value, "24h", Duration::ZERO)?),
+            "wait" => self.wait = Some(duration(&ident, value, "60s", Duration::ZERO)?),
+            "lease" => self.lease = Some(duration(&ident, value, "30s", MIN_LEASE)?),
             "name" => {
                 let lit = string(&ident, value, "a stable namespace, like \"charge.v1\"")?;
                 if lit.value().trim().is_empty() {
@@ -184,8 +184,17 @@ fn string(name: &Ident, value: RawValue, expected: &str) -> syn::Result<LitStr> 
     }
 }
 
-/// A humantime duration (`"90s"`, `"1h 30m"`), not zero.
-fn duration(name: &Ident, value: RawValue, example: &str) -> syn::Result<Duration> {
+/// The longest `ttl`, `wait` or `lease`: 100 years (humantime's `100y`). Longer ones are
+/// meaningless and would overflow `Instant::now() + d` at run time.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// The shortest `lease`: the holder renews its claim every third of the lease, which a
+/// store round trip must fit in.
+pub(crate) const MIN_LEASE: Duration = Duration::from_millis(100);
+
+/// A humantime duration (`"90s"`, `"1h 30m"`), longer than zero and than `min`, at most
+/// [`MAX_DURATION`].
+fn duration(name: &Ident, value: RawValue, example: &str, min: Duration) -> syn::Result<Duration> {
     let lit = string(name, value, &format!("a duration like \"{example}\""))?;
     let duration = humantime::parse_duration(&lit.value()).map_err(|err| {
         syn::Error::new(
@@ -197,6 +206,21 @@ fn duration(name: &Ident, value: RawValue, example: &str) -> syn::Result<Duratio
         return Err(syn::Error::new(
             lit.span(),
             format!("`{name}` must be longer than zero"),
+        ));
+    }
+    if duration < min {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "`{name}` must be at least {}: a running call renews its claim every third of the lease, and a shorter one lapses before a store round trip can renew it",
+                humantime::format_duration(min)
+            ),
+        ));
+    }
+    if duration > MAX_DURATION {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{name}` must be at most 100 years (\"100y\")"),
         ));
     }
     Ok(duration)
@@ -290,6 +314,10 @@ mod tests {
         assert!(error(r#"ttl = "one day""#).contains("`ttl` is not a duration"));
         assert!(error(r#"wait = "0s""#).contains("`wait` must be longer than zero"));
         assert!(error("lease = 30").contains("`lease` takes a string literal"));
+        assert!(error(r#"lease = "1ms""#).contains("`lease` must be at least 100ms"));
+        assert!(error(r#"ttl = "101y""#).contains("`ttl` must be at most 100 years"));
+        assert!(error(r#"wait = "9999999999999y""#).contains("`wait`"));
+        assert!(parse(r#"ttl = "100y", wait = "100y", lease = "100ms""#).is_ok());
         assert!(error(r#"key = "req.""#).contains("`key` is not a valid Rust expression"));
         assert!(error(r#"in_flight = "retry""#).contains("unknown `in_flight` policy"));
         assert!(error(r#"name = "  ""#).contains("`name` must not be empty"));

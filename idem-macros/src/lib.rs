@@ -21,13 +21,13 @@ use syn::ItemFn;
 /// | option | meaning | default |
 /// |---|---|---|
 /// | `key = "expr"` | a Rust expression over the arguments, evaluated by reference; its value (any `Serialize`) is the key | all arguments not skipped |
-/// | `ttl = "24h"` | how long a completed result is kept (humantime: `90s`, `30m`, `1h 30m`, `7d`; not zero) | `24h` |
+/// | `ttl = "24h"` | how long a completed result is kept (humantime: `90s`, `30m`, `1h 30m`, `7d`; not zero, at most `100y`) | `24h` |
 /// | `skip(a, b)` | arguments left out of the key and the payload fingerprint (`self` always is, unless the key names it) | none |
 /// | `store = expr` | the store, evaluated on each call (`SharedStore` or `&SharedStore`) | the process default store |
 /// | `name = "charge.v1"` | the stable namespace of the keys; bump it when the result type changes shape (generic functions keep their generic arguments beside it) | module path + fn name (+ the full path and generic arguments, unless a plain free fn) |
 /// | `in_flight = "wait"` / `"reject"` | a duplicate of a running call waits for its result, or fails with `Error::InProgress` | `wait` |
-/// | `wait = "60s"` | how long a waiting duplicate waits | `60s` |
-/// | `lease = "30s"` | how long a claim holds without renewal before it is presumed dead | `30s` |
+/// | `wait = "60s"` | how long a waiting duplicate waits (at most `100y`) | `60s` |
+/// | `lease = "30s"` | how long a claim holds without renewal before it is presumed dead (at least `100ms`, at most `100y`) | `30s` |
 /// | `cache_errors` | also store `Err` results and replay them (`E: Serialize + DeserializeOwned`) | off |
 /// | `detach` | run the body to completion in a spawned task even if the caller is dropped (arguments owned, `'static`) | off |
 /// | `crate = "path"` | where the runtime crate is | `::idem_core` |
