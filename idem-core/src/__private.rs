@@ -11,7 +11,7 @@ pub use core::time::Duration;
 
 use crate::call::Call;
 use crate::error::Error;
-use crate::global::key_hasher;
+use crate::global::{idem_error, key_hasher, note_idem_error, watch_idem_errors};
 use crate::key::{Fingerprint, Key};
 use crate::store::SharedStore;
 
@@ -257,8 +257,11 @@ where
     R::Err: IdemError<M2>,
     Fut: Future<Output = R>,
 {
+    // Pinned here, once: every layer below holds a reference, not its own copy of the body
+    // (each copy would multiply the size of nested idempotent calls' futures).
+    let body = std::pin::pin!(body);
     R::from_result(
-        match execute::<R, M1, M2, Fut>(spec, store, ids, errors, body).await {
+        match execute::<R, M1, M2, _>(spec, store, ids, errors, body).await {
             Ok(value) => Ok(StoredValue::from_checked(value)),
             Err(err) => Err(IdemError::from_checked(err)),
         },
@@ -280,7 +283,7 @@ where
 {
     let (store, (key, fingerprint)) = match (store, ids) {
         (Ok(store), Ok(ids)) => (store, ids),
-        (Err(err), _) | (_, Err(err)) => return Err(err.into()),
+        (Err(err), _) | (_, Err(err)) => return Err(idem_error(err)),
     };
     let call = Call {
         spec,
@@ -319,12 +322,20 @@ where
 {
     let store = match store {
         Ok(store) => store.clone(),
-        Err(err) => return R::from_result(Err(IdemError::from_checked(err.into()))),
+        Err(err) => return R::from_result(Err(IdemError::from_checked(idem_error(err)))),
     };
-    let task = tokio::spawn(async move { run(spec, Ok(&store), ids, errors, body).await });
+    // The call's idem errors arise in the spawned task: its caller's body learns of them.
+    let task = tokio::spawn(async move {
+        watch_idem_errors(async { run(spec, Ok(&store), ids, errors, body).await }).await
+    });
     match task.await {
-        Ok(outcome) => outcome,
+        Ok((outcome, saw_idem_error)) => {
+            if saw_idem_error {
+                note_idem_error();
+            }
+            outcome
+        }
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        Err(_) => R::from_result(Err(IdemError::from_checked(Error::Cancelled.into()))),
+        Err(_) => R::from_result(Err(IdemError::from_checked(idem_error(Error::Cancelled)))),
     }
 }

@@ -14,11 +14,12 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::codec::{self, DecodeFn, EncodeFn, Stored};
-use crate::error::Error;
+use crate::error::{Error, SharedError};
 use crate::event::{self, Outcome};
-use crate::flight::{self, FlightLead, Joined};
+use crate::flight::{self, FlightLead, Joined, Published};
+use crate::global::{self, FRAME, Frame, idem_error};
 use crate::key::{Fingerprint, Key};
-use crate::store::{Claim, NoticeKind, Record, SharedStore, Token};
+use crate::store::{self, Claim, NoticeKind, Record, SharedStore, Token};
 
 /// What a duplicate does while the first call for its key is still running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,20 +98,33 @@ impl<E: From<Error>> Call<'_, E> {
             // The deadline is read from the clock only once it can matter: before the first
             // claim that does I/O, or when a synchronous claim finds the key in progress (no
             // time has passed since the call started). A hit reads no clock.
-            return self.lead(body, None, None).await;
+            return self.lead(body, None, None, false).await;
         }
-        let deadline = Instant::now() + self.spec.wait;
+        let deadline = after(Instant::now(), self.spec.wait);
+        let mut followed = false;
         loop {
             match flight::join(self.store.id(), self.key) {
-                Joined::Lead(lead) => return self.lead(body, Some(lead), Some(deadline)).await,
+                Joined::Lead(lead) => {
+                    return self.lead(body, Some(lead), Some(deadline), followed).await;
+                }
                 Joined::Follow(mut leader) => {
+                    followed = true;
                     let published =
-                        tokio::time::timeout_at(deadline, leader.wait_for(Option::is_some)).await;
-                    match published {
-                        Ok(Ok(record)) => {
-                            let record = Arc::clone(record.as_ref().expect("waited for Some"));
+                        tokio::time::timeout_at(deadline, leader.wait_for(|p| !p.is_pending()))
+                            .await;
+                    match published.map(|p| p.map(|p| p.clone())) {
+                        Ok(Ok(Published::Record(record))) => {
                             return self.replay(&record, Outcome::Waited);
                         }
+                        // The leader's claim failed: the store is failing for this key now,
+                        // and trying again one follower at a time would only hand the outage
+                        // out slowly.
+                        Ok(Ok(Published::Failed(shared))) => {
+                            let err = shared.to_error();
+                            event::store_error(self.spec, &self.key, "claim (shared)", &err);
+                            return Err(idem_error(err));
+                        }
+                        Ok(Ok(Published::Pending)) => unreachable!("waited for a publication"),
                         // The leader ended without a result (error, panic, cancel, or its
                         // own wait ran out): try again, perhaps as the leader.
                         Ok(Err(_closed)) => continue,
@@ -122,26 +136,36 @@ impl<E: From<Error>> Call<'_, E> {
     }
 
     /// Claims the key, waiting while another holder runs, until there is a result to
-    /// replay, the body ran here, or the wait is over.
+    /// replay, the body ran here, or the wait is over. `waited`: this call already waited
+    /// (as a follower), so its claims are polls bounded by its deadline.
     async fn lead<T, Fut>(
         self,
         body: Fut,
         flight: Option<FlightLead>,
         mut deadline: Option<Instant>,
+        mut waited: bool,
     ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         Fut: Future<Output = Result<T, E>>,
     {
         let store = self.store.store();
-        let mut waited = false;
         let (poll_start, poll_max) = store.poll_backoff();
         let mut backoff = poll_start;
         loop {
             let claim = match store.claim_now(&self.key, &self.fingerprint, self.spec.lease) {
                 Some(claim) => claim,
+                // A waiter's poll: bounded by the wait's deadline, which is a hard bound.
+                None if waited => {
+                    let deadline =
+                        *deadline.get_or_insert_with(|| after(Instant::now(), self.spec.wait));
+                    match self.poll(deadline).await {
+                        Some(claim) => claim,
+                        None => return self.give_up(),
+                    }
+                }
                 None => {
-                    deadline.get_or_insert_with(|| Instant::now() + self.spec.wait);
+                    deadline.get_or_insert_with(|| after(Instant::now(), self.spec.wait));
                     store
                         .claim(&self.key, &self.fingerprint, self.spec.lease)
                         .await
@@ -151,7 +175,12 @@ impl<E: From<Error>> Call<'_, E> {
                 Ok(claim) => claim,
                 Err(err) => {
                     event::store_error(self.spec, &self.key, "claim", &err);
-                    return Err(err.into());
+                    let Some(flight) = &flight else {
+                        return Err(idem_error(err));
+                    };
+                    let shared = SharedError::new(err);
+                    flight.fail(&shared);
+                    return Err(idem_error(shared.to_error()));
                 }
             };
             match claim {
@@ -175,10 +204,10 @@ impl<E: From<Error>> Call<'_, E> {
                 Claim::InProgress(notice) => {
                     if self.spec.in_flight == InFlight::Reject {
                         event::emit(self.spec, &self.key, Outcome::Rejected);
-                        return Err(Error::InProgress.into());
+                        return Err(idem_error(Error::InProgress));
                     }
                     let now = Instant::now();
-                    let deadline = *deadline.get_or_insert(now + self.spec.wait);
+                    let deadline = *deadline.get_or_insert(after(now, self.spec.wait));
                     if now >= deadline {
                         return self.give_up();
                     }
@@ -186,15 +215,53 @@ impl<E: From<Error>> Call<'_, E> {
                     match notice.0 {
                         // Also wake when the holder's lease could have lapsed.
                         NoticeKind::Notify(mut changed) => {
-                            let until = deadline.min(now + self.spec.lease);
+                            let until = deadline.min(after(now, self.spec.lease));
                             let _ = tokio::time::timeout_at(until, changed.changed()).await;
                         }
                         NoticeKind::Poll => {
-                            tokio::time::sleep_until(deadline.min(now + backoff)).await;
-                            backoff = (backoff * 2).min(poll_max);
+                            let next = after(now, backoff);
+                            if next >= deadline {
+                                // No poll could finish before the deadline.
+                                tokio::time::sleep_until(deadline).await;
+                                return self.give_up();
+                            }
+                            tokio::time::sleep_until(next).await;
+                            backoff = backoff.saturating_mul(2).min(poll_max);
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// One waiter's claim, given up at `deadline` (`None`). A claim cut short may still
+    /// take the key on the server: it is left to finish in the background, and releases
+    /// the key if it took it.
+    async fn poll(&self, deadline: Instant) -> Option<Result<Claim, Error>> {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        let (store, key, fingerprint, lease) = (
+            self.store.clone(),
+            self.key,
+            self.fingerprint,
+            self.spec.lease,
+        );
+        let mut claim = Box::pin(async move {
+            let claim = store.store().claim(&key, &fingerprint, lease).await;
+            (store, claim)
+        });
+        match tokio::time::timeout_at(deadline, &mut claim).await {
+            Ok((_, claim)) => Some(claim),
+            Err(_elapsed) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let (store, Ok(Claim::Claimed { token, .. })) = claim.await {
+                            let _ = store.store().release(&key, token).await;
+                        }
+                    });
+                }
+                None
             }
         }
     }
@@ -211,16 +278,20 @@ impl<E: From<Error>> Call<'_, E> {
             token,
             armed: true,
         };
-        let outcome = renewing(
-            self.store,
-            self.spec,
-            &self.key,
-            token,
-            crate::global::CURRENT_KEY.scope(self.key, body),
-        )
-        .await;
+        let mut body = pin!(FRAME.scope(Frame::body(self.key), body));
+        let outcome = renewing(self.store, self.spec, &self.key, token, body.as_mut()).await;
+        let saw_idem_error = body
+            .take_value()
+            .is_some_and(|frame| frame.saw_idem_error());
         let encoded = match &outcome {
             Ok(value) => codec::encode_ok(value).map(Some),
+            // An `Err` after an idem error reached the body may be that error (a nested
+            // call's `InProgress` or `Store`): transient, never stored. It reaches this
+            // call's caller too, so its own frame notes it.
+            Err(_) if saw_idem_error => {
+                global::note_idem_error();
+                Ok(None)
+            }
             Err(err) => match self.errors.encode {
                 Some(encode) => encode(err).map(Some),
                 None => Ok(None),
@@ -267,10 +338,10 @@ impl<E: From<Error>> Call<'_, E> {
                 };
                 let (store, spec, key) = (self.store.clone(), self.spec, self.key);
                 // The last renewal was at most a third of a lease ago.
-                let until = Instant::now() + spec.lease * 2 / 3;
+                let until = after(Instant::now(), spec.lease / 3 * 2);
                 runtime.spawn(async move {
                     let mut backoff = POLL_START * 4;
-                    while Instant::now() + backoff < until {
+                    while after(Instant::now(), backoff) < until {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(POLL_MAX * 4);
                         match store
@@ -291,7 +362,7 @@ impl<E: From<Error>> Call<'_, E> {
     fn replay<T: DeserializeOwned>(&self, record: &Record, outcome: Outcome) -> Result<T, E> {
         if *record.fingerprint() != self.fingerprint {
             event::emit(self.spec, &self.key, Outcome::Mismatch);
-            return Err(Error::PayloadMismatch.into());
+            return Err(idem_error(Error::PayloadMismatch));
         }
         match codec::decode(record.value(), self.errors.decode) {
             Ok(Stored::Ok(value)) => {
@@ -304,14 +375,14 @@ impl<E: From<Error>> Call<'_, E> {
             }
             Err(err) => {
                 event::codec_error(self.spec, &self.key, &err);
-                Err(err.into())
+                Err(idem_error(err))
             }
         }
     }
 
     fn give_up<T>(&self) -> Result<T, E> {
         event::emit(self.spec, &self.key, Outcome::Rejected);
-        Err(Error::InProgress.into())
+        Err(idem_error(Error::InProgress))
     }
 }
 
@@ -386,4 +457,9 @@ impl Drop for ClaimGuard<'_> {
             }
         });
     }
+}
+
+/// `now + duration` on tokio's clock, saturating (see [`store::after`]).
+fn after(now: Instant, duration: Duration) -> Instant {
+    Instant::from_std(store::after(now.into_std(), duration))
 }

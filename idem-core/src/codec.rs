@@ -1,5 +1,7 @@
 //! How a call's outcome is stored: one tag byte (`O` for `Ok`, `E` for a cached `Err`)
-//! followed by the value as JSON (`serde_json` with `float_roundtrip`).
+//! followed by the value as JSON (`serde_json` with `float_roundtrip`). A value JSON would
+//! replay as something else (NaN, infinities, `Some(None)`) is refused while it is encoded
+//! ([`lossless`](crate::lossless)): it is never stored.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,7 +33,8 @@ pub(crate) fn encode_err<E: Serialize>(error: &E) -> Result<Vec<u8>, Error> {
 fn encode<V: Serialize>(tag: u8, value: &V) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(128);
     out.push(tag);
-    serde_json::to_writer(&mut out, value).map_err(Error::codec)?;
+    crate::lossless::serialize(value, &mut serde_json::Serializer::new(&mut out))
+        .map_err(Error::codec)?;
     Ok(out)
 }
 

@@ -1,6 +1,8 @@
 //! The error type of every idem operation.
 
 use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
 
 /// A boxed error from a store backend or a codec.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -82,5 +84,52 @@ impl Error {
     /// ```
     pub fn codec(err: impl Into<BoxError>) -> Self {
         Error::Codec(err.into())
+    }
+}
+
+/// One error handed to every local duplicate that shared the failed claim (see
+/// `flight`): each gets an `Error` of the same kind whose source is this one.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedError(Arc<Error>);
+
+impl SharedError {
+    pub(crate) fn new(error: Error) -> Self {
+        SharedError(Arc::new(error))
+    }
+
+    /// A copy of the error, as one caller's own.
+    pub(crate) fn to_error(&self) -> Error {
+        match &*self.0 {
+            Error::InProgress => Error::InProgress,
+            Error::PayloadMismatch => Error::PayloadMismatch,
+            Error::Store(_) => Error::Store(Box::new(self.clone())),
+            Error::Codec(_) => Error::Codec(Box::new(self.clone())),
+            Error::AlreadyInstalled(what) => Error::AlreadyInstalled(what),
+            Error::Cancelled => Error::Cancelled,
+        }
+    }
+
+    /// The backend's error inside the shared one.
+    fn inner(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        match &*self.0 {
+            Error::Store(inner) | Error::Codec(inner) => Some(&**inner),
+            _ => None,
+        }
+    }
+}
+
+// Transparent: it reads as the backend's error it carries.
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.inner() {
+            Some(inner) => fmt::Display::fmt(inner, f),
+            None => fmt::Display::fmt(&self.0, f),
+        }
+    }
+}
+
+impl StdError for SharedError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner().and_then(StdError::source)
     }
 }

@@ -1,5 +1,7 @@
 //! Process-wide state: the default store, the key hasher, and the running call's key.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::sync::OnceLock;
 
 use crate::error::Error;
@@ -10,7 +12,58 @@ static DEFAULT_STORE: OnceLock<SharedStore> = OnceLock::new();
 static KEY_HASHER: OnceLock<KeyHasher> = OnceLock::new();
 
 tokio::task_local! {
-    pub(crate) static CURRENT_KEY: Key;
+    /// The frame of the idempotent call whose body runs in this task.
+    pub(crate) static FRAME: Frame;
+}
+
+/// What idem knows about the body running in a task: its key, and whether an idem error
+/// was handed to it (a nested call's `InProgress`, `Store`, ..): an `Err` it then returns
+/// may carry that error, so `cache_errors` must not store it.
+pub(crate) struct Frame {
+    key: Option<Key>,
+    idem_error: Cell<bool>,
+}
+
+impl Frame {
+    /// The frame of a body running under `key`.
+    pub(crate) fn body(key: Key) -> Self {
+        Frame {
+            key: Some(key),
+            idem_error: Cell::new(false),
+        }
+    }
+
+    /// Whether an idem error was handed to this body.
+    pub(crate) fn saw_idem_error(&self) -> bool {
+        self.idem_error.get()
+    }
+}
+
+/// `err` as the caller's `E`, noting in the caller's frame (if it is a body) that an idem
+/// error reached it. Every idem error a call returns goes through here.
+pub(crate) fn idem_error<E: From<Error>>(err: Error) -> E {
+    note_idem_error();
+    err.into()
+}
+
+/// Notes in the running body's frame that an idem error reached it.
+pub(crate) fn note_idem_error() {
+    let _ = FRAME.try_with(|frame| frame.idem_error.set(true));
+}
+
+/// Runs `future` (a call made in a task of its own, `detach`) and tells whether an idem
+/// error came out of it, so the spawning body's frame can note it too.
+pub(crate) async fn watch_idem_errors<F: Future>(future: F) -> (F::Output, bool) {
+    let frame = Frame {
+        key: None,
+        idem_error: Cell::new(false),
+    };
+    FRAME
+        .scope(frame, async {
+            let output = future.await;
+            (output, FRAME.with(Frame::saw_idem_error))
+        })
+        .await
 }
 
 /// Sets the process default store, used by every `#[idempotent]` function without
@@ -91,7 +144,8 @@ pub fn key_hasher() -> &'static KeyHasher {
 }
 
 /// The key of the idempotent call whose body is running, as 64 hex characters; `None`
-/// outside an `#[idempotent]` body.
+/// outside an `#[idempotent]` body, and in tasks the body spawns (the key is task-local:
+/// pass it to them as an argument).
 ///
 /// Pass it downstream as the idempotency key of the next service (a payment provider's
 /// `Idempotency-Key` header), so a rerun after a crash is deduplicated there too.
@@ -100,7 +154,10 @@ pub fn key_hasher() -> &'static KeyHasher {
 /// assert_eq!(idem_core::current_key(), None);
 /// ```
 pub fn current_key() -> Option<String> {
-    CURRENT_KEY.try_with(Key::to_hex).ok()
+    FRAME
+        .try_with(|frame| frame.key.as_ref().map(Key::to_hex))
+        .ok()
+        .flatten()
 }
 
 /// Removes the record of `key` from the default store, so the next call runs the body

@@ -45,6 +45,7 @@ mod event;
 mod flight;
 mod global;
 mod key;
+mod lossless;
 #[cfg(feature = "moka")]
 mod moka;
 mod namespace;
@@ -62,7 +63,7 @@ pub use error::{BoxError, Error};
 pub use global::{current_key, default_store, forget, install, install_key_hasher, key_hasher};
 pub use key::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
 #[cfg(feature = "moka")]
-pub use moka::{DEFAULT_MAX_CAPACITY, MokaStore, MokaStoreBuilder};
+pub use moka::{DEFAULT_MAX_BYTES, DEFAULT_MAX_CAPACITY, MokaStore, MokaStoreBuilder};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, RedisStoreBuilder};

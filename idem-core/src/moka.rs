@@ -17,10 +17,17 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::key::{Fingerprint, Key, KeyHashBuilder};
-use crate::store::{BoxFuture, ChangeNotice, Claim, Record, Store, Token};
+use crate::store::{BoxFuture, ChangeNotice, Claim, Record, Store, Token, after};
 
 /// The default bound on completed records.
 pub const DEFAULT_MAX_CAPACITY: u64 = 100_000;
+
+/// The default bound on the bytes of completed records: 256 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
+/// What a completed record costs besides its value: its key and fingerprint (32 bytes
+/// each) and the cache's bookkeeping, roughly.
+const RECORD_OVERHEAD: u64 = 128;
 
 const CLAIM_SHARDS: usize = 16;
 
@@ -32,7 +39,12 @@ const CLAIM_SHARDS: usize = 16;
 /// ```
 /// use idem_core::{MokaStore, SharedStore};
 ///
-/// let store = SharedStore::new(MokaStore::builder().max_capacity(10_000).build());
+/// let store = SharedStore::new(
+///     MokaStore::builder()
+///         .max_capacity(10_000)
+///         .max_bytes(64 << 20)
+///         .build(),
+/// );
 /// # drop(store);
 /// ```
 pub struct MokaStore {
@@ -84,22 +96,60 @@ impl Expiry<Key, Completed> for PerEntryTtl {
 /// # drop(store);
 /// ```
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct MokaStoreBuilder {
     max_capacity: u64,
+    max_bytes: u64,
 }
 
 impl MokaStoreBuilder {
-    /// How many completed records to keep at most (default 100,000). Claims do not count
-    /// and are never evicted.
+    /// How many completed records to keep at most (default [`DEFAULT_MAX_CAPACITY`],
+    /// 100,000). Claims do not count and are never evicted.
+    ///
+    /// ```
+    /// let store = idem_core::MokaStore::builder().max_capacity(500).build();
+    /// # drop(store);
+    /// ```
     pub fn max_capacity(mut self, max_capacity: u64) -> Self {
         self.max_capacity = max_capacity;
         self
     }
 
+    /// How many bytes of completed records to keep at most (default
+    /// [`DEFAULT_MAX_BYTES`], 256 MiB): each record counts its encoded result plus about
+    /// 128 bytes. Both bounds hold at once; a record larger than this is not kept.
+    ///
+    /// ```
+    /// let store = idem_core::MokaStore::builder().max_bytes(16 << 20).build();
+    /// # drop(store);
+    /// ```
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
     /// The store.
+    ///
+    /// ```
+    /// let store = idem_core::MokaStore::builder().build();
+    /// # drop(store);
+    /// ```
     pub fn build(self) -> MokaStore {
+        // One moka capacity bounds both: it counts bytes, and every record weighs at least
+        // an equal share of them, so no more than `max_capacity` records fit.
+        let share = self.max_bytes / self.max_capacity.max(1);
+        let weigh = move |_key: &Key, done: &Completed| {
+            let bytes = done.record.value().len() as u64 + RECORD_OVERHEAD;
+            u32::try_from(bytes.max(share)).unwrap_or(u32::MAX)
+        };
+        let capacity = if self.max_capacity == 0 {
+            0
+        } else {
+            self.max_bytes
+        };
         let completed = moka::sync::Cache::builder()
-            .max_capacity(self.max_capacity)
+            .max_capacity(capacity)
+            .weigher(weigh)
             .expire_after(PerEntryTtl)
             .eviction_listener(|key: Arc<Key>, _value, cause| {
                 if cause == RemovalCause::Size {
@@ -137,10 +187,11 @@ impl MokaStore {
         Self::builder().build()
     }
 
-    /// A builder to set the capacity.
+    /// A builder to set the bounds.
     pub fn builder() -> MokaStoreBuilder {
         MokaStoreBuilder {
             max_capacity: DEFAULT_MAX_CAPACITY,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 
@@ -178,7 +229,7 @@ impl MokaStore {
             *key,
             ClaimSlot {
                 token,
-                expires: now + lease,
+                expires: after(now, lease),
                 _changed: changed,
             },
         );
@@ -228,7 +279,7 @@ impl Store for MokaStore {
         let mut claims = self.shard(key);
         let renewed = match claims.get_mut(key) {
             Some(slot) if slot.token == token => {
-                slot.expires = Instant::now() + lease;
+                slot.expires = after(Instant::now(), lease);
                 true
             }
             _ => false,
@@ -268,5 +319,61 @@ impl Store for MokaStore {
 
     fn kind(&self) -> &'static str {
         "moka"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(store: &MokaStore, records: u32, bytes: usize) {
+        let fingerprint = Fingerprint::from_bytes([0; 32]);
+        for i in 0..records {
+            let mut key = [0; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            let key = Key::from_bytes(key);
+            let Claim::Claimed { token, .. } = store.try_claim(&key, Duration::from_secs(60))
+            else {
+                panic!("claim {i}");
+            };
+            let record = Arc::new(Record::new(fingerprint, vec![b'O'; bytes]));
+            assert!(store.end_claim(&key, token, || store.completed.insert(
+                key,
+                Completed {
+                    record,
+                    ttl: Duration::from_secs(60)
+                }
+            )));
+        }
+        store.completed.run_pending_tasks();
+    }
+
+    #[test]
+    fn large_records_are_bounded_by_bytes() {
+        let store = MokaStore::builder()
+            .max_capacity(1_000)
+            .max_bytes(1 << 20)
+            .build();
+        fill(&store, 100, 100 << 10);
+        assert!(store.completed.weighted_size() <= 1 << 20);
+        assert!(
+            store.completed.entry_count() <= 10,
+            "{} records of 100 KiB kept under a 1 MiB bound",
+            store.completed.entry_count()
+        );
+    }
+
+    #[test]
+    fn small_records_are_bounded_by_count() {
+        let store = MokaStore::builder()
+            .max_capacity(10)
+            .max_bytes(1 << 20)
+            .build();
+        fill(&store, 100, 10);
+        assert!(
+            store.completed.entry_count() <= 10,
+            "{} small records kept under a bound of 10",
+            store.completed.entry_count()
+        );
     }
 }

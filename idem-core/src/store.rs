@@ -11,7 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
@@ -295,4 +295,11 @@ impl fmt::Debug for SharedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("SharedStore").field(&self.0.kind()).finish()
     }
+}
+
+/// `now + duration`, saturating about 30 years ahead (as tokio's own far future) instead of
+/// overflowing: a `Duration::MAX` lease, TTL or wait means "no bound", never a panic.
+pub(crate) fn after(now: Instant, duration: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    now.checked_add(duration).unwrap_or_else(|| now + FAR)
 }

@@ -115,6 +115,60 @@ async fn replay_is_identical() {
     }
 }
 
+static LOSSY_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Results JSON would replay as something else: never stored, so each call runs the body
+/// and returns the body's own value.
+#[idempotent]
+async fn lossy_float(which: u8) -> Result<f64, TestError> {
+    LOSSY_RUNS.fetch_add(1, SeqCst);
+    Ok([f64::NAN, f64::INFINITY, f64::NEG_INFINITY][usize::from(which)])
+}
+
+#[idempotent]
+async fn lossy_some_float(id: u8) -> Result<Option<f64>, TestError> {
+    LOSSY_RUNS.fetch_add(1, SeqCst);
+    Ok(Some(f64::INFINITY * f64::from(id)))
+}
+
+#[idempotent]
+async fn lossy_some_none(id: u8) -> Result<Option<Option<u32>>, TestError> {
+    LOSSY_RUNS.fetch_add(1, SeqCst);
+    let _ = id;
+    Ok(Some(None))
+}
+
+type TwoNested = (Option<Option<u32>>, Option<Option<u32>>);
+
+#[idempotent]
+async fn lossless_nested(id: u8) -> Result<TwoNested, TestError> {
+    LOSSY_RUNS.fetch_add(1, SeqCst);
+    Ok((None, Some(Some(u32::from(id)))))
+}
+
+#[tokio::test]
+async fn a_result_that_would_replay_as_another_value_is_never_stored() {
+    for which in 0..3 {
+        let first = lossy_float(which).await.unwrap();
+        let second = lossy_float(which).await.unwrap();
+        assert_eq!(
+            first.to_bits(),
+            second.to_bits(),
+            "float {which} replayed lossily"
+        );
+    }
+    assert_eq!(lossy_some_float(1).await, Ok(Some(f64::INFINITY)));
+    assert_eq!(lossy_some_float(1).await, Ok(Some(f64::INFINITY)));
+    assert_eq!(lossy_some_none(1).await, Ok(Some(None)));
+    assert_eq!(lossy_some_none(1).await, Ok(Some(None)));
+    // Each of those ran its body every time: 3×2 + 2 + 2.
+    assert_eq!(LOSSY_RUNS.load(SeqCst), 10);
+    // What JSON does encode faithfully is stored and replayed.
+    assert_eq!(lossless_nested(4).await, Ok((None, Some(Some(4)))));
+    assert_eq!(lossless_nested(4).await, Ok((None, Some(Some(4)))));
+    assert_eq!(LOSSY_RUNS.load(SeqCst), 11);
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Payload validation.
 
@@ -699,5 +753,66 @@ async fn in_flight_claims_are_never_evicted() {
             .complete(&running, token, record, Duration::from_secs(60))
             .await
             .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn durations_without_bound_saturate_instead_of_panicking() {
+    let store = MokaStore::new();
+    let hasher = KeyHasher::unkeyed();
+    let key = hasher.key(&["tests.saturate"], &1).unwrap();
+    let fp = hasher.fingerprint(&1).unwrap();
+    let idem_core::Claim::Claimed { token, .. } =
+        store.claim(&key, &fp, Duration::MAX).await.unwrap()
+    else {
+        panic!("claim")
+    };
+    assert!(matches!(
+        store.claim(&key, &fp, Duration::MAX).await.unwrap(),
+        idem_core::Claim::InProgress(_)
+    ));
+    assert!(store.renew(&key, token, Duration::MAX).await.unwrap());
+    let record = Arc::new(idem_core::Record::new(fp, b"O1".to_vec()));
+    assert!(
+        store
+            .complete(&key, token, record, Duration::MAX)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store.claim(&key, &fp, Duration::MAX).await.unwrap(),
+        idem_core::Claim::Completed(_)
+    ));
+}
+
+static FORGOTTEN_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[idempotent(key = "id", name = "tests.forget_running.v1")]
+async fn forgotten_while_running(id: u32) -> Result<usize, TestError> {
+    let run = FORGOTTEN_RUNS.fetch_add(1, SeqCst) + 1;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(run)
+}
+
+#[tokio::test]
+async fn forget_of_a_running_claim_means_its_result_is_not_stored() {
+    let key = KeyHasher::unkeyed()
+        .key(&["tests.forget_running.v1"], &1u32)
+        .unwrap();
+    let holder = tokio::spawn(forgotten_while_running(1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        idem_core::forget(&key).await.unwrap(),
+        "the claim was there"
+    );
+    assert_eq!(
+        holder.await.unwrap(),
+        Ok(1),
+        "the holder still gets its result"
+    );
+    assert_eq!(
+        forgotten_while_running(1).await,
+        Ok(2),
+        "the result was stored"
     );
 }

@@ -178,9 +178,13 @@ impl RedisStoreBuilder {
     pub async fn build(self) -> Result<RedisStore, Error> {
         let (first, longest, retries) = self.reconnect;
         // Every attempt, and the waits between them, plus the reply.
-        let op_timeout = self.connect_timeout * (retries as u32 + 1)
-            + longest * retries as u32
-            + self.response_timeout;
+        // Saturating: `Duration::MAX` means "no bound", never a panic.
+        let retries_u32 = u32::try_from(retries).unwrap_or(u32::MAX);
+        let op_timeout = self
+            .connect_timeout
+            .saturating_mul(retries_u32.saturating_add(1))
+            .saturating_add(longest.saturating_mul(retries_u32))
+            .saturating_add(self.response_timeout);
         let target = describe(&self.target);
         let connecting = async {
             match &self.target {

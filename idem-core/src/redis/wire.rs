@@ -120,7 +120,7 @@ pub(super) fn claim_value(token: Token, lease: Duration) -> Vec<u8> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let deadline = (now + lease).as_millis();
+    let deadline = now.saturating_add(lease).as_millis();
     out.extend_from_slice(deadline.to_string().as_bytes());
     out
 }
