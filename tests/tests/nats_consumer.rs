@@ -29,14 +29,20 @@ enum OrderError {
     Idem(#[from] idem_core::Error),
     #[error("the order service failed")]
     Unavailable,
+    #[error("an order of nothing")]
+    Invalid,
 }
 
 impl HandlerError for OrderError {
     fn idem_error(&self) -> Option<&idem_core::Error> {
         match self {
             OrderError::Idem(err) => Some(err),
-            OrderError::Unavailable => None,
+            OrderError::Unavailable | OrderError::Invalid => None,
         }
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(self, OrderError::Invalid)
     }
 }
 
@@ -76,18 +82,50 @@ impl Orders {
     store = &orders.store
 )]
 async fn place_order(event: OrderPlaced, orders: &Orders) -> Result<String, OrderError> {
-    let run = orders.runs.fetch_add(1, SeqCst);
-    tokio::time::sleep(orders.body).await;
-    if run < orders.fail_first {
-        return Err(OrderError::Unavailable);
+    orders.write(event).await
+}
+
+/// The same write, keyed by the publisher's `Nats-Msg-Id`.
+#[idempotent(
+    key = "msg_id",
+    name = "tests.nats.place_order_by_msg_id.v1",
+    in_flight = "reject",
+    skip(orders),
+    store = &orders.store
+)]
+async fn place_order_by_msg_id(
+    msg_id: String,
+    event: OrderPlaced,
+    orders: &Orders,
+) -> Result<String, OrderError> {
+    orders.write(event).await
+}
+
+impl Orders {
+    async fn write(&self, event: OrderPlaced) -> Result<String, OrderError> {
+        let run = self.runs.fetch_add(1, SeqCst);
+        tokio::time::sleep(self.body).await;
+        if run < self.fail_first {
+            return Err(OrderError::Unavailable);
+        }
+        if event.amount_cents == 0 {
+            return Err(OrderError::Invalid);
+        }
+        *self
+            .written
+            .lock()
+            .unwrap()
+            .entry(event.order_id.clone())
+            .or_default() += 1;
+        Ok(format!("order {} placed", event.order_id))
     }
-    *orders
-        .written
-        .lock()
-        .unwrap()
-        .entry(event.order_id.clone())
-        .or_default() += 1;
-    Ok(format!("order {} placed", event.order_id))
+}
+
+/// Which key the handler uses.
+#[derive(Debug, Clone, Copy)]
+enum KeyBy {
+    OrderId,
+    MsgId,
 }
 
 /// One test's stream (subject `NAME.orders`) and durable pull consumer.
@@ -99,6 +137,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new(test: &str, ack_wait: Duration) -> Fixture {
+        Fixture::with_duplicate_window(test, ack_wait, Duration::from_secs(120)).await
+    }
+
+    async fn with_duplicate_window(test: &str, ack_wait: Duration, window: Duration) -> Fixture {
         let client = async_nats::connect(NATS_URL)
             .await
             .unwrap_or_else(|err| panic!("NATS JetStream must run at {NATS_URL}: {err}"));
@@ -108,6 +150,7 @@ impl Fixture {
             .create_stream(stream::Config {
                 name: name.clone(),
                 subjects: vec![format!("{name}.orders")],
+                duplicate_window: window,
                 ..Default::default()
             })
             .await
@@ -147,6 +190,7 @@ impl Fixture {
         &self,
         processor: Processor,
         orders: &Arc<Orders>,
+        key_by: KeyBy,
         slots: usize,
         limit: Duration,
         done: impl Fn(&[(u64, i64, Outcome)]) -> bool,
@@ -167,7 +211,13 @@ impl Fixture {
                     let (sequence, delivered) = (info.stream_sequence, info.delivered);
                     let outcome = processor
                         .process(&message, |d: Delivery<OrderPlaced>| async move {
-                            place_order(d.payload, &orders).await
+                            match key_by {
+                                KeyBy::OrderId => place_order(d.payload, &orders).await,
+                                KeyBy::MsgId => {
+                                    let msg_id = d.msg_id()?.to_owned();
+                                    place_order_by_msg_id(msg_id, d.payload, &orders).await
+                                }
+                            }
                         })
                         .await;
                     outcomes
@@ -227,9 +277,14 @@ async fn two_hundred_events_with_fifty_duplicates_make_150_orders_all_acked() {
         .ack_wait(Duration::from_secs(5))
         .backoff(Duration::from_millis(50), Duration::from_millis(200));
     let outcomes = fx
-        .consume(processor, &orders, 16, Duration::from_secs(30), |o| {
-            acked(o) == 200
-        })
+        .consume(
+            processor,
+            &orders,
+            KeyBy::OrderId,
+            16,
+            Duration::from_secs(30),
+            |o| acked(o) == 200,
+        )
         .await;
 
     let written = orders.written();
@@ -265,6 +320,7 @@ async fn a_handler_running_three_ack_waits_is_handled_once_without_redelivery() 
         .consume(
             Processor::new().ack_wait(ack_wait),
             &orders,
+            KeyBy::OrderId,
             4,
             Duration::from_secs(10),
             |o| acked(o) == 1,
@@ -290,9 +346,14 @@ async fn a_redelivery_during_a_running_handler_is_naked_not_handled_twice() {
         .without_progress()
         .backoff(Duration::from_millis(300), Duration::from_millis(300));
     let outcomes = fx
-        .consume(processor, &orders, 4, Duration::from_secs(15), |o| {
-            acked(o) >= 1 && o.iter().any(|o| o.1 > 1)
-        })
+        .consume(
+            processor,
+            &orders,
+            KeyBy::OrderId,
+            4,
+            Duration::from_secs(15),
+            |o| acked(o) >= 1 && o.iter().any(|o| o.1 > 1),
+        )
         .await;
     let naked = outcomes
         .iter()
@@ -317,13 +378,22 @@ async fn a_poison_message_and_a_reused_order_id_are_terminated_after_one_try() {
     let mut other = order(1);
     other.amount_cents += 1;
     fx.publish_order("evt-b", &other).await;
+    // An order the handler refuses for good (`HandlerError::is_permanent`).
+    let mut empty = order(2);
+    empty.amount_cents = 0;
+    fx.publish_order("evt-c", &empty).await;
     let processor = Processor::new()
         .ack_wait(ack_wait)
         .backoff(Duration::from_millis(50), Duration::from_millis(50));
     let mut outcomes = fx
-        .consume(processor, &orders, 1, Duration::from_secs(10), |o| {
-            o.len() >= 3
-        })
+        .consume(
+            processor,
+            &orders,
+            KeyBy::OrderId,
+            1,
+            Duration::from_secs(10),
+            |o| o.len() >= 4,
+        )
         .await;
     // Long enough for a redelivery to show if the terminated messages had been naked.
     tokio::time::sleep(ack_wait * 2).await;
@@ -333,10 +403,15 @@ async fn a_poison_message_and_a_reused_order_id_are_terminated_after_one_try() {
         [
             (1, 1, Outcome::Undecodable),
             (2, 1, Outcome::Acked),
-            (3, 1, Outcome::Mismatch)
+            (3, 1, Outcome::Mismatch),
+            (4, 1, Outcome::Permanent),
         ]
     );
-    assert_eq!(orders.runs.load(SeqCst), 1);
+    assert_eq!(
+        orders.runs.load(SeqCst),
+        2,
+        "the mismatch did not run the body"
+    );
     assert_eq!(fx.pending().await, (0, 0, 0));
     fx.delete().await;
 }
@@ -351,9 +426,14 @@ async fn a_failing_handler_is_retried_with_backoff_then_succeeds() {
         .backoff(Duration::from_millis(100), Duration::from_secs(1));
     let started = tokio::time::Instant::now();
     let outcomes = fx
-        .consume(processor, &orders, 2, Duration::from_secs(10), |o| {
-            acked(o) == 1
-        })
+        .consume(
+            processor,
+            &orders,
+            KeyBy::OrderId,
+            2,
+            Duration::from_secs(10),
+            |o| acked(o) == 1,
+        )
         .await;
     assert_eq!(
         outcomes,
@@ -383,6 +463,55 @@ async fn a_failing_handler_is_retried_with_backoff_then_succeeds() {
     );
     assert_eq!(orders.runs.load(SeqCst), 3);
     assert_eq!(orders.written().len(), 1);
+    assert_eq!(fx.pending().await, (0, 0, 0));
+    fx.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_by_nats_msg_id_a_republished_message_is_replayed_and_one_without_it_terminated() {
+    // A short duplicate window: the publisher's retry after it is stored again by the
+    // broker, and only the handler's key catches it.
+    let window = Duration::from_millis(200);
+    let mut fx = Fixture::with_duplicate_window("nats-msgid", Duration::from_secs(5), window).await;
+    let orders = Orders::new(Duration::ZERO, 0);
+    fx.publish_order("pub-1:evt-1", &order(1)).await;
+    tokio::time::sleep(window * 3).await;
+    fx.publish_order("pub-1:evt-1", &order(1)).await;
+    // No Nats-Msg-Id: a handler keyed by it cannot run.
+    fx.js
+        .publish(
+            format!("{}.orders", fx.name),
+            serde_json::to_vec(&order(2)).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let processor = Processor::new().ack_wait(Duration::from_secs(5));
+    let mut outcomes = fx
+        .consume(
+            processor,
+            &orders,
+            KeyBy::MsgId,
+            1,
+            Duration::from_secs(10),
+            |o| o.len() >= 3,
+        )
+        .await;
+    outcomes.sort_by_key(|o| o.0);
+    assert_eq!(
+        outcomes,
+        [
+            (1, 1, Outcome::Acked),
+            (2, 1, Outcome::Acked),
+            (3, 1, Outcome::Undecodable),
+        ]
+    );
+    assert_eq!(
+        orders.runs.load(SeqCst),
+        1,
+        "the republished copy was replayed"
+    );
     assert_eq!(fx.pending().await, (0, 0, 0));
     fx.delete().await;
 }
