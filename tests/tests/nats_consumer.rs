@@ -515,3 +515,73 @@ async fn keyed_by_nats_msg_id_a_republished_message_is_replayed_and_one_without_
     assert_eq!(fx.pending().await, (0, 0, 0));
     fx.delete().await;
 }
+
+/// Captures what a `tracing_subscriber::fmt` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread, so the subscriber set for this thread sees every event of the test.
+#[tokio::test(flavor = "current_thread")]
+async fn each_message_emits_an_event_with_stream_consumer_sequence_delivery_and_outcome() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let fx = Fixture::new("nats-events", Duration::from_secs(5)).await;
+    let orders = Orders::new(Duration::ZERO, 0);
+    fx.publish_order("evt-1", &order(1)).await;
+    fx.publish("evt-2", b"not json".to_vec()).await;
+    let mut messages = fx
+        .consumer
+        .fetch()
+        .max_messages(2)
+        .messages()
+        .await
+        .unwrap();
+    while let Some(message) = messages.next().await {
+        Processor::new()
+            .process(&message.unwrap(), |d: Delivery<OrderPlaced>| {
+                place_order(d.payload, &orders)
+            })
+            .await;
+    }
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let event = |outcome: &str| {
+        log.lines()
+            .find(|l| l.contains("idem::nats") && l.contains(&format!("outcome=\"{outcome}\"")))
+            .unwrap_or_else(|| panic!("no {outcome} event in:\n{log}"))
+            .to_owned()
+    };
+    let acked = event("acked");
+    let undecodable = event("undecodable");
+    for (line, sequence) in [(&acked, 1), (&undecodable, 2)] {
+        assert!(line.contains(&format!("stream=\"{}\"", fx.name)), "{line}");
+        assert!(line.contains("consumer=\"orders\""), "{line}");
+        assert!(
+            line.contains(&format!("stream_sequence={sequence}")),
+            "{line}"
+        );
+        assert!(line.contains("delivered=1"), "{line}");
+    }
+    assert!(
+        undecodable.contains("ERROR") && undecodable.contains("error="),
+        "{undecodable}"
+    );
+    fx.delete().await;
+}
