@@ -209,7 +209,9 @@ impl RedisStoreBuilder {
                         redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
                             .connection_timeout(self.connect_timeout)
                             .response_timeout(self.response_timeout)
-                            .overall_response_timeout(Some(op_timeout))
+                            // A stuck connection shows as a timeout; a short one lets
+                            // `cluster` replace it well within a lease.
+                            .overall_response_timeout(Some(self.response_timeout))
                             // Redirects and retries are followed in `cluster`
                             // (ASKING and the command as one pipeline).
                             .retries(0)

@@ -25,15 +25,17 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_
 const MAX_ATTEMPTS: u32 = 64;
 
 /// The least time between two rebuilds of the connection.
-const REBUILD_GAP: Duration = Duration::from_secs(1);
+const REBUILD_GAP: Duration = Duration::from_millis(500);
 
 /// A cluster connection that replaces itself when it stops answering.
 ///
-/// After a slot migration the client's connection can stay stuck (every command times out
-/// while the cluster is healthy and a new connection works at once). So a command that
-/// times out, or finds the connection broken, fails closed as usual and starts one rebuild
-/// in the background (at most one at a time, at most one per second): the calls after it
-/// run on a fresh connection.
+/// The `redis` crate's cluster connection (1.8) stops sending while it refreshes its slot
+/// map, and under load during a slot migration one refresh now and then never finishes:
+/// every command then times out although the cluster is healthy and a new connection
+/// works at once (seen in `tests/tests/redis_cluster.rs`). So a command that times out, or
+/// finds the connection broken, fails closed as usual and starts one rebuild in the
+/// background (at most one at a time, at most one per [`REBUILD_GAP`]): the calls after
+/// it run on a fresh connection.
 pub(super) struct Cluster {
     client: ClusterClient,
     current: Mutex<(ClusterConnection, Instant)>,
