@@ -290,7 +290,7 @@ where
         store,
         key,
         fingerprint,
-        errors,
+        codec: errors,
     };
     let body = async move {
         match body.await.into_result() {

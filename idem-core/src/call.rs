@@ -76,20 +76,50 @@ impl<E: Serialize + DeserializeOwned> ErrCodec<E> {
     }
 }
 
+/// How a call's outcome becomes a record value and back: [`ErrCodec`] is the JSON codec of
+/// `#[idempotent]`; the HTTP layer stores responses in its own wire format.
+pub(crate) trait OutcomeCodec<T, E> {
+    /// The value to store, or `None` to release the key (a retry runs the body again).
+    fn encode(&self, outcome: &Result<T, E>) -> Result<Option<Vec<u8>>, Error>;
+
+    /// The outcome a stored record replays.
+    fn decode(&self, record: &Arc<Record>) -> Result<Result<T, E>, Error>;
+}
+
+impl<T: Serialize + DeserializeOwned, E> OutcomeCodec<T, E> for ErrCodec<E> {
+    fn encode(&self, outcome: &Result<T, E>) -> Result<Option<Vec<u8>>, Error> {
+        match outcome {
+            Ok(value) => codec::encode_ok(value).map(Some),
+            Err(err) => match self.encode {
+                Some(encode) => encode(err).map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn decode(&self, record: &Arc<Record>) -> Result<Result<T, E>, Error> {
+        Ok(match codec::decode(record.value(), self.decode)? {
+            Stored::Ok(value) => Ok(value),
+            Stored::Err(err) => Err(err),
+        })
+    }
+}
+
 /// Everything a call needs besides its body.
-pub(crate) struct Call<'a, E> {
+pub(crate) struct Call<'a, C> {
     pub(crate) spec: &'static Spec,
     pub(crate) store: &'a SharedStore,
     pub(crate) key: Key,
     pub(crate) fingerprint: Fingerprint,
-    pub(crate) errors: ErrCodec<E>,
+    pub(crate) codec: C,
 }
 
-impl<E: From<Error>> Call<'_, E> {
+impl<C> Call<'_, C> {
     /// Runs the call to its end: a replay, an execution, or an error.
-    pub(crate) async fn execute<T, Fut>(self, body: Fut) -> Result<T, E>
+    pub(crate) async fn execute<T, E, Fut>(self, body: Fut) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        C: OutcomeCodec<T, E>,
+        E: From<Error>,
         Fut: Future<Output = Result<T, E>>,
     {
         let coalesce =
@@ -138,7 +168,7 @@ impl<E: From<Error>> Call<'_, E> {
     /// Claims the key, waiting while another holder runs, until there is a result to
     /// replay, the body ran here, or the wait is over. `waited`: this call already waited
     /// (as a follower), so its claims are polls bounded by its deadline.
-    async fn lead<T, Fut>(
+    async fn lead<T, E, Fut>(
         self,
         body: Fut,
         flight: Option<FlightLead>,
@@ -146,7 +176,8 @@ impl<E: From<Error>> Call<'_, E> {
         mut waited: bool,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        C: OutcomeCodec<T, E>,
+        E: From<Error>,
         Fut: Future<Output = Result<T, E>>,
     {
         let store = self.store.store();
@@ -267,9 +298,14 @@ impl<E: From<Error>> Call<'_, E> {
     }
 
     /// Runs the body while holding the claim, renewing its lease, then stores the outcome.
-    async fn hold<T, Fut>(self, token: Token, body: Fut, flight: Option<FlightLead>) -> Result<T, E>
+    async fn hold<T, E, Fut>(
+        self,
+        token: Token,
+        body: Fut,
+        flight: Option<FlightLead>,
+    ) -> Result<T, E>
     where
-        T: Serialize,
+        C: OutcomeCodec<T, E>,
         Fut: Future<Output = Result<T, E>>,
     {
         let mut guard = ClaimGuard {
@@ -284,7 +320,6 @@ impl<E: From<Error>> Call<'_, E> {
             .take_value()
             .is_some_and(|frame| frame.saw_idem_error());
         let encoded = match &outcome {
-            Ok(value) => codec::encode_ok(value).map(Some),
             // An `Err` after an idem error reached the body may be that error (a nested
             // call's `InProgress` or `Store`): transient, never stored. It reaches this
             // call's caller too, so its own frame notes it.
@@ -292,10 +327,7 @@ impl<E: From<Error>> Call<'_, E> {
                 global::note_idem_error();
                 Ok(None)
             }
-            Err(err) => match self.errors.encode {
-                Some(encode) => encode(err).map(Some),
-                None => Ok(None),
-            },
+            _ => self.codec.encode(&outcome),
         };
         match encoded {
             Ok(Some(bytes)) => {
@@ -306,7 +338,8 @@ impl<E: From<Error>> Call<'_, E> {
                 guard.armed = false;
                 self.store_outcome(token, record).await;
             }
-            // An `Err` that is not cached: release, so a retry runs the body again.
+            // An outcome that is not stored (an `Err` without `cache_errors`): release, so a
+            // retry runs the body again.
             Ok(None) => {
                 guard.release().await;
                 event::emit(self.spec, &self.key, Outcome::Released);
@@ -359,19 +392,19 @@ impl<E: From<Error>> Call<'_, E> {
         }
     }
 
-    fn replay<T: DeserializeOwned>(&self, record: &Record, outcome: Outcome) -> Result<T, E> {
+    fn replay<T, E>(&self, record: &Arc<Record>, outcome: Outcome) -> Result<T, E>
+    where
+        C: OutcomeCodec<T, E>,
+        E: From<Error>,
+    {
         if *record.fingerprint() != self.fingerprint {
             event::emit(self.spec, &self.key, Outcome::Mismatch);
             return Err(idem_error(Error::PayloadMismatch));
         }
-        match codec::decode(record.value(), self.errors.decode) {
-            Ok(Stored::Ok(value)) => {
+        match self.codec.decode(record) {
+            Ok(stored) => {
                 event::emit(self.spec, &self.key, outcome);
-                Ok(value)
-            }
-            Ok(Stored::Err(err)) => {
-                event::emit(self.spec, &self.key, outcome);
-                Err(err)
+                stored
             }
             Err(err) => {
                 event::codec_error(self.spec, &self.key, &err);
@@ -380,7 +413,7 @@ impl<E: From<Error>> Call<'_, E> {
         }
     }
 
-    fn give_up<T>(&self) -> Result<T, E> {
+    fn give_up<T, E: From<Error>>(&self) -> Result<T, E> {
         event::emit(self.spec, &self.key, Outcome::Rejected);
         Err(idem_error(Error::InProgress))
     }

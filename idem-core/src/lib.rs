@@ -44,6 +44,9 @@ mod error;
 mod event;
 mod flight;
 mod global;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod key;
 mod lossless;
 #[cfg(feature = "moka")]

@@ -38,4 +38,5 @@ impl From<idem_core::Error> for TestError {
     }
 }
 
+pub mod http_server;
 pub mod redis_server;

@@ -1,0 +1,62 @@
+//! The `Idempotency-Key` header, as a tower layer (feature `http`).
+//!
+//! [`IdempotencyLayer`] protects unsafe requests (POST and PATCH by default) the way the
+//! IETF draft `draft-ietf-httpapi-idempotency-key-header` and Stripe do: the first request
+//! with a key runs the handler and stores its response; a retry with the same key gets the
+//! stored response with `Idempotent-Replayed: true`, and the handler does not run again.
+//! Records live in the same stores, under the same record protocol, as `#[idempotent]`
+//! functions, so a service can use both on one Redis.
+//!
+//! | request | answer |
+//! |---|---|
+//! | method not protected (GET, ...) | passed through, never stored |
+//! | no key (and not [`optional`](IdempotencyLayer::optional)), key empty, over 255 characters, not visible ASCII, or the header twice | 400, nothing claimed |
+//! | body over [`max_request_body`](IdempotencyLayer::max_request_body) | 413, nothing claimed |
+//! | first request with a key | the handler's response; stored unless 5xx, 408, 429 or `Cache-Control: no-store` |
+//! | same key, same request, after it completed | the stored response, `Idempotent-Replayed: true` |
+//! | same key, another method, path, query, `Content-Type` or body | 422 |
+//! | same key while the first still runs | 409 with `Retry-After` (or, with [`wait`](IdempotencyLayer::wait), the first response) |
+//! | same key after a streamed, unstored response | 409, never a second run |
+//! | store unreachable | 503 with `Retry-After`; the handler does not run |
+//!
+//! Errors the layer writes are RFC 9457 `application/problem+json` documents.
+//!
+//! ```
+//! use axum::{Router, http::StatusCode, routing::post};
+//! use idem_core::http::IdempotencyLayer;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let app = Router::new()
+//!     .route("/charges", post(|| async { (StatusCode::CREATED, "ch_1") }))
+//!     .layer(IdempotencyLayer::new());
+//!
+//! let request = || {
+//!     axum::http::Request::post("/charges")
+//!         .header("idempotency-key", "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"")
+//!         .body(axum::body::Body::empty())
+//!         .unwrap()
+//! };
+//! let first = app.clone().oneshot(request()).await.unwrap();
+//! assert_eq!(first.status(), StatusCode::CREATED);
+//! let retry = app.oneshot(request()).await.unwrap();
+//! assert_eq!(retry.status(), StatusCode::CREATED);
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! # }
+//! ```
+
+mod body;
+mod capture;
+mod drain;
+mod fingerprint;
+mod key_header;
+mod layer;
+mod problem;
+mod service;
+mod wire;
+
+pub use body::ResponseBody;
+pub use drain::Drain;
+pub use layer::IdempotencyLayer;
+pub use service::{IdempotencyService, REPLAYED_HEADER, ResponseFuture};
