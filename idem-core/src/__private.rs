@@ -26,6 +26,26 @@ pub type Ids = (Key, Fingerprint);
 // unknown, so the bounds downstream (the fingerprint tuple, the store codec) are not
 // reported again.
 
+// Sealed: only the impls here exist, so no user impl can make a check pass or turn it
+// ambiguous (and nothing can implement `Never`).
+mod sealed {
+    /// Implemented for every type, with the markers of this module only.
+    pub trait Sealed<M: ?Sized> {}
+
+    impl<T: ?Sized> Sealed<super::Checked> for T {}
+    impl<T: ?Sized> Sealed<super::Unchecked> for T {}
+
+    /// Implemented by no type.
+    pub trait Uninhabited {}
+
+    /// Implemented by `Result` only.
+    pub trait IsResult {}
+
+    impl<T, E> IsResult for Result<T, E> {}
+}
+
+use sealed::Sealed;
+
 /// The marker of the impls that apply.
 pub enum Checked {}
 
@@ -33,7 +53,7 @@ pub enum Checked {}
 pub enum Unchecked {}
 
 /// Implemented by no type: the bound of the [`Unchecked`] impls.
-pub trait Never {
+pub trait Never: sealed::Uninhabited {
     /// Cannot be called: nothing implements `Never`.
     fn absurd<T>() -> T;
 }
@@ -44,7 +64,7 @@ pub trait Never {
     label = "this argument must implement `serde::Serialize`",
     note = "derive `serde::Serialize` for it, or leave the argument out with `#[idempotent(skip(name))]` (handles, pools, clients)"
 )]
-pub trait KeyArgument<M> {
+pub trait KeyArgument<M>: Sealed<M> {
     /// `Self`, seen as `Serialize`.
     type Checked: Serialize + ?Sized;
 
@@ -74,7 +94,7 @@ impl<T: Never + ?Sized> KeyArgument<Unchecked> for T {
     label = "the `Ok` type of this #[idempotent] function",
     note = "derive `serde::Serialize` and `serde::Deserialize` for it"
 )]
-pub trait StoredValue<M>: Sized {
+pub trait StoredValue<M>: Sized + Sealed<M> {
     /// `Self`, seen as `Serialize + DeserializeOwned`.
     type Checked: Serialize + DeserializeOwned;
 
@@ -111,9 +131,10 @@ impl<T: Never> StoredValue<Unchecked> for T {
 #[diagnostic::on_unimplemented(
     message = "idem: the error type `{Self}` must implement `From<idem_core::Error>`",
     label = "the `Err` type of this #[idempotent] function",
-    note = "add `impl From<idem_core::Error> for {Self}` (or a variant with `#[from] idem_core::Error`), so idem can report `InProgress`, `PayloadMismatch` and store failures"
+    note = "idem reports `InProgress`, `PayloadMismatch` and store failures through the function's error type",
+    note = "return an error type of your crate with a variant for `idem_core::Error` and `impl From<idem_core::Error>` (thiserror: `#[error(transparent)] Idem(#[from] idem_core::Error)`), or `Box<dyn std::error::Error + Send + Sync>` or `anyhow::Error`; a type of another crate, such as `String`, cannot get that impl (orphan rule), so wrap it in your own"
 )]
-pub trait IdemError<M>: Sized {
+pub trait IdemError<M>: Sized + Sealed<M> {
     /// `Self`, seen as `From<idem_core::Error>`.
     type Checked: From<Error>;
 
@@ -154,7 +175,7 @@ impl<E: Never> IdemError<Unchecked> for E {
     label = "the `Err` type of this `cache_errors` function",
     note = "derive `serde::Serialize` and `serde::Deserialize` for it, or drop `cache_errors`"
 )]
-pub trait CachedError<M>: Sized {
+pub trait CachedError<M>: Sized + Sealed<M> {
     /// How the error is stored and replayed.
     fn codec() -> ErrCodec<Self>;
 }
@@ -171,8 +192,14 @@ impl<E: Never> CachedError<Unchecked> for E {
     }
 }
 
-/// The `Ok` and `Err` types of a function's `Result` return type.
-pub trait IdemResult {
+/// The `Ok` and `Err` types of a function's `Result` return type (an alias of `Result`
+/// too); implemented for `Result` only.
+#[diagnostic::on_unimplemented(
+    message = "idem: #[idempotent] functions must return a `Result<T, E>`, not `{Self}`",
+    label = "not a `Result`",
+    note = "`T` is stored and replayed; an `Err` releases the key so a retry runs the body again"
+)]
+pub trait IdemResult: sealed::IsResult {
     /// The `Ok` type.
     type Ok;
     /// The `Err` type.

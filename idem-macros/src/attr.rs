@@ -13,6 +13,7 @@ use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
 #[derive(Default)]
 pub(crate) struct Args {
     pub(crate) key: Option<KeyExpr>,
+    pub(crate) fingerprint: Option<KeyExpr>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) skip: Vec<Ident>,
     pub(crate) store: Option<Expr>,
@@ -25,7 +26,8 @@ pub(crate) struct Args {
     pub(crate) krate: Option<Path>,
 }
 
-/// `key = "expr"`: the literal (for spans) and the expression parsed from it.
+/// `key = "expr"` or `fingerprint = "expr"`: the literal (for spans) and the expression
+/// parsed from it.
 pub(crate) struct KeyExpr {
     pub(crate) lit: LitStr,
     pub(crate) expr: Expr,
@@ -89,26 +91,38 @@ impl Parse for Args {
     }
 }
 
-const OPTIONS: &str =
-    "key, ttl, skip, store, name, in_flight, wait, lease, cache_errors, detach, crate";
+const OPTIONS: [&str; 12] = [
+    "key",
+    "fingerprint",
+    "ttl",
+    "skip",
+    "store",
+    "name",
+    "in_flight",
+    "wait",
+    "lease",
+    "cache_errors",
+    "detach",
+    "crate",
+];
 
 impl Args {
     fn apply(&mut self, name: &str, option: RawOption) -> syn::Result<()> {
         let RawOption { name: ident, value } = option;
         match name {
             "key" => {
-                let lit = string(
+                self.key = Some(expression(
                     &ident,
                     value,
                     "a Rust expression over the arguments, like \"req.id\"",
-                )?;
-                let expr = lit.parse::<Expr>().map_err(|err| {
-                    syn::Error::new(
-                        lit.span(),
-                        format!("`key` is not a valid Rust expression: {err}"),
-                    )
-                })?;
-                self.key = Some(KeyExpr { lit, expr });
+                )?);
+            }
+            "fingerprint" => {
+                self.fingerprint = Some(expression(
+                    &ident,
+                    value,
+                    "a Rust expression over the arguments, like \"(&req.amount, &req.currency)\"",
+                )?);
             }
             "ttl" => self.ttl = Some(duration(&ident, value, "24h", Duration::ZERO)?),
             "wait" => self.wait = Some(duration(&ident, value, "60s", Duration::ZERO)?),
@@ -157,14 +171,67 @@ impl Args {
                 })?);
             }
             _ => {
+                let hint = OPTIONS
+                    .iter()
+                    .map(|option| (strsim::normalized_damerau_levenshtein(name, option), option))
+                    .filter(|(score, _)| *score >= 0.6)
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, option)| format!("did you mean `{option}`? "))
+                    .unwrap_or_default();
                 return Err(syn::Error::new_spanned(
                     ident,
-                    format!("unknown option `{name}`; expected one of: {OPTIONS}"),
+                    format!(
+                        "unknown option `{name}`; {hint}expected one of: {}",
+                        OPTIONS.join(", ")
+                    ),
                 ));
             }
         }
         Ok(())
     }
+}
+
+/// A Rust expression in a string literal (`key = "req.id"`).
+///
+/// Its tokens are spanned on the literal but marked as coming from the macro: rustc
+/// cannot point inside a string literal, so a suggestion it makes for a token of the
+/// expression (a similarly named field) would replace the whole literal with bare code;
+/// marked so, the error stays on the literal and the wrong suggestion is left out.
+fn expression(name: &Ident, value: RawValue, expected: &str) -> syn::Result<KeyExpr> {
+    let lit = string(name, value, expected)?;
+    let tokens = lit.parse::<proc_macro2::TokenStream>().map_err(|err| {
+        syn::Error::new(
+            lit.span(),
+            format!("`{name}` is not a valid Rust expression: {err}"),
+        )
+    })?;
+    let span = Span::call_site().located_at(lit.span());
+    let expr = syn::parse2::<Expr>(respan(tokens, span)).map_err(|err| {
+        syn::Error::new(
+            lit.span(),
+            format!("`{name}` is not a valid Rust expression: {err}"),
+        )
+    })?;
+    Ok(KeyExpr { lit, expr })
+}
+
+/// `tokens` with every span set to `span`.
+pub(crate) fn respan(tokens: proc_macro2::TokenStream, span: Span) -> proc_macro2::TokenStream {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            proc_macro2::TokenTree::Group(group) => {
+                let mut respanned =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                proc_macro2::TokenTree::Group(respanned)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
 }
 
 /// The string literal of `name = "..."`.
@@ -287,13 +354,15 @@ mod tests {
     #[test]
     fn every_option() {
         let args = parse(
-            r#"key = "req.id", ttl = "1h 30m", skip(db, self), store = STORE.clone(),
+            r#"key = "req.id", fingerprint = "req.amount", ttl = "1h 30m", skip(db, self), store = STORE.clone(),
                name = "charge.v1", in_flight = "reject", wait = "5s", lease = "10s",
                cache_errors, detach, crate = "::my_idem","#,
         )
         .unwrap();
         let key = &args.key.as_ref().unwrap().expr;
         assert_eq!(quote::quote!(#key).to_string(), "req . id");
+        let fingerprint = &args.fingerprint.as_ref().unwrap().expr;
+        assert_eq!(quote::quote!(#fingerprint).to_string(), "req . amount");
         assert_eq!(args.ttl, Some(Duration::from_secs(5400)));
         assert_eq!(args.skip.len(), 2);
         assert!(args.store.is_some());
@@ -310,6 +379,14 @@ mod tests {
     #[test]
     fn mistakes() {
         assert!(error("retries = 3").contains("unknown option `retries`"));
+        assert!(error("tll = \"1h\"").contains("did you mean `ttl`?"));
+        assert!(error("cache_error").contains("did you mean `cache_errors`?"));
+        assert!(error("inflight = \"wait\"").contains("did you mean `in_flight`?"));
+        assert!(!error("retries = 3").contains("did you mean"));
+        assert!(
+            error(r#"fingerprint = "a b""#)
+                .contains("`fingerprint` is not a valid Rust expression")
+        );
         assert!(error(r#"ttl = "1h", ttl = "2h""#).contains("duplicate option `ttl`"));
         assert!(error(r#"ttl = "one day""#).contains("`ttl` is not a duration"));
         assert!(error(r#"wait = "0s""#).contains("`wait` must be longer than zero"));

@@ -1,13 +1,13 @@
 //! Checks the function against the options and generates the thin call into
 //! `idem_core::__private`.
 
-use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
+use syn::{AttrStyle, FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 
-use crate::attr::{Args, Errors};
+use crate::attr::{Args, Errors, KeyExpr, respan};
 
 /// The function's parameters, by name.
 struct Params {
@@ -30,19 +30,15 @@ pub(crate) fn expand(args: Args, item: &ItemFn) -> syn::Result<TokenStream> {
     if sig.asyncness.is_none() {
         errors.push_at(sig.fn_token.span, "#[idempotent] requires an `async fn`");
     }
+    // Whether the return type is a `Result` is the type checker's call (`IdemResult` is
+    // implemented for `Result`, so an alias works and a type merely named `..Result` does
+    // not); only a missing return type is refused here.
     let ret = match &sig.output {
-        ReturnType::Type(_, ty) if is_result(ty) => Some(ty.as_ref()),
-        ReturnType::Type(_, ty) => {
-            errors.push(syn::Error::new_spanned(
-                ty,
-                "#[idempotent] functions must return `Result<T, E>` (`T` is stored and replayed; an `Err` releases the key)",
-            ));
-            None
-        }
+        ReturnType::Type(_, ty) => Some(ty.as_ref()),
         ReturnType::Default => {
             errors.push_at(
                 sig.paren_token.span.close(),
-                "#[idempotent] functions must return `Result<T, E>`",
+                "#[idempotent] functions must return `Result<T, E>` (`T` is stored and replayed; an `Err` releases the key)",
             );
             None
         }
@@ -56,7 +52,16 @@ pub(crate) fn expand(args: Args, item: &ItemFn) -> syn::Result<TokenStream> {
         match input {
             FnArg::Receiver(receiver) => params.receiver = Some(receiver.self_token.span),
             FnArg::Typed(typed) => match &*typed.pat {
-                Pat::Ident(pat) if pat.subpat.is_none() => params.named.push(pat.ident.clone()),
+                Pat::Ident(pat) if pat.subpat.is_none() => {
+                    if !args.skip.contains(&pat.ident) && has_mut_reference(typed.ty.to_token_stream())
+                    {
+                        errors.push(syn::Error::new_spanned(
+                            &typed.ty,
+                            mut_argument_message(&pat.ident),
+                        ));
+                    }
+                    params.named.push(pat.ident.clone());
+                }
                 other => errors.push(syn::Error::new_spanned(
                     other,
                     "#[idempotent] needs a plain name for each argument; destructure it in the body",
@@ -74,23 +79,37 @@ pub(crate) fn expand(args: Args, item: &ItemFn) -> syn::Result<TokenStream> {
         }
     }
 
-    let key_names_self = args.key.as_ref().is_some_and(|key| {
-        let mentioned = mentioned_idents(key.expr.to_token_stream());
-        if !mentioned.iter().any(|ident| params.contains(ident)) {
-            errors.push(syn::Error::new(
-                key.lit.span(),
-                format!(
-                    "`key` must use an argument of `{}`; it names none of its parameters",
-                    sig.ident
-                ),
-            ));
-        }
-        mentioned.iter().any(|ident| ident == "self")
-    });
+    let mut names_self = |option: &str, expr: Option<&KeyExpr>| {
+        expr.is_some_and(|expr| {
+            let mentioned = mentioned_idents(expr.expr.to_token_stream());
+            if !mentioned.iter().any(|ident| params.contains(ident)) {
+                errors.push(syn::Error::new(
+                    expr.lit.span(),
+                    format!(
+                        "`{option}` must use an argument of `{}`; it names none of its parameters",
+                        sig.ident
+                    ),
+                ));
+            }
+            mentioned.iter().any(|ident| ident == "self")
+        })
+    };
+    let key_names_self = names_self("key", args.key.as_ref());
+    let fingerprint_names_self = names_self("fingerprint", args.fingerprint.as_ref());
+    if let Some(FnArg::Receiver(receiver)) = sig.inputs.first()
+        && (key_names_self || fingerprint_names_self)
+        && !args.skip.iter().any(|skipped| skipped == "self")
+        && has_mut_reference(receiver.ty.to_token_stream())
+    {
+        errors.push(syn::Error::new_spanned(
+            receiver,
+            mut_argument_message(&Ident::new("self", receiver.self_token.span)),
+        ));
+    }
 
     errors.finish()?;
     let Some(ret) = ret else {
-        // Unreachable: a missing `Result` was reported above. Kept as an error, not a panic.
+        // Unreachable: a missing return type was reported above. An error, not a panic.
         return Err(syn::Error::new(
             sig.ident.span(),
             "#[idempotent] functions must return `Result<T, E>`",
@@ -154,30 +173,40 @@ fn generate(
     };
     let site = quote!(#private::Site::new(&|| (), &__idem_site, #default_name));
 
-    // Every argument not skipped is fingerprinted (`self` only when the key names it).
-    let mut fingerprinted = Vec::new();
+    // Every argument not skipped is fingerprinted (`self` only when the key names it),
+    // unless `fingerprint = ".."` chooses what is.
+    let mut arguments = Vec::new();
     if let Some(span) = params.receiver
         && key_names_self
         && !args.skip.iter().any(|s| s == "self")
     {
         let this = Ident::new("self", span);
         let arg = respan(quote!(#private::arg), span);
-        fingerprinted.push(quote_spanned!(span=> #arg(&#this)));
+        arguments.push(quote_spanned!(span=> #arg(&#this)));
     }
     for ident in &params.named {
         if !args.skip.contains(ident) {
             let arg = respan(quote!(#private::arg), ident.span());
-            fingerprinted.push(quote_spanned!(ident.span()=> #arg(&#ident)));
+            arguments.push(quote_spanned!(ident.span()=> #arg(&#ident)));
         }
     }
-    let key = match &args.key {
-        Some(key) => {
-            let expr = &key.expr;
-            let arg = respan(quote!(#private::arg), key.lit.span());
-            quote_spanned!(key.lit.span()=> ::core::option::Option::Some(#arg(&(#expr))))
-        }
-        None => quote!(::core::option::Option::None::<&()>),
+    let arguments = quote!((#(#arguments,)*));
+    let checked = |expr: &KeyExpr| {
+        let KeyExpr { lit, expr } = expr;
+        let arg = respan(quote!(#private::arg), lit.span());
+        quote_spanned!(lit.span()=> #arg(&(#expr)))
     };
+    let key = match (&args.key, &args.fingerprint) {
+        (Some(key), _) => {
+            let key = checked(key);
+            quote!(::core::option::Option::Some(#key))
+        }
+        // Without `key`, the key is derived from the fingerprint of the arguments.
+        (None, None) => quote!(::core::option::Option::None::<&()>),
+        // The key is still every argument not skipped; only the fingerprint is chosen.
+        (None, Some(_)) => quote!(::core::option::Option::Some(&#arguments)),
+    };
+    let fingerprint = args.fingerprint.as_ref().map_or(arguments, checked);
 
     let store = match &args.store {
         Some(expr) => {
@@ -193,7 +222,7 @@ fn generate(
     let errors = if args.cache_errors {
         quote_spanned!(ret_span=> #private_at_ret::errors_cached())
     } else {
-        quote!(#private::errors_released())
+        quote_spanned!(ret_span=> #private_at_ret::errors_released())
     };
     let ret_at_ret = respan(ret.to_token_stream(), ret_span);
     let run = if args.detach {
@@ -213,9 +242,14 @@ fn generate(
         #run(&__IDEM_SPEC, #store, __idem_ids, #errors, #body).await
     };
 
+    // Inner attributes of the body (`#![allow(..)]`) stay inside the function.
+    let (inner, outer): (Vec<_>, Vec<_>) = attrs
+        .iter()
+        .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
     quote! {
-        #(#attrs)*
+        #(#outer)*
         #vis #sig {
+            #(#inner)*
             fn __idem_site() {}
             static __IDEM_SPEC: #private::Spec = #private::Spec {
                 name: #name,
@@ -229,25 +263,34 @@ fn generate(
                 &__IDEM_SPEC,
                 #site,
                 #key,
-                (#(#fingerprinted,)*),
+                #fingerprint,
             );
             #call
         }
     }
 }
 
-/// Whether `ty` looks like a `Result<T, E>` (`Result`, `io::Result<T>`, `anyhow::Result<T>`).
-fn is_result(ty: &Type) -> bool {
-    match ty {
-        Type::Path(path) => path
-            .path
-            .segments
-            .last()
-            .is_some_and(|segment| segment.ident.to_string().ends_with("Result")),
-        Type::Group(group) => is_result(&group.elem),
-        Type::Paren(paren) => is_result(&paren.elem),
+/// Whether a type's tokens hold a `&mut` (or `&'a mut`), generic arguments included.
+fn has_mut_reference(tokens: TokenStream) -> bool {
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    trees.iter().enumerate().any(|(i, tree)| match tree {
+        TokenTree::Punct(amp) if amp.as_char() == '&' => {
+            // `&mut`, or `&'a mut` (a lifetime is a `'` punct and an ident).
+            let next = match trees.get(i + 1) {
+                Some(TokenTree::Punct(tick)) if tick.as_char() == '\'' => trees.get(i + 3),
+                other => other,
+            };
+            matches!(next, Some(TokenTree::Ident(ident)) if ident == "mut")
+        }
+        TokenTree::Group(group) => has_mut_reference(group.stream()),
         _ => false,
-    }
+    })
+}
+
+fn mut_argument_message(name: &Ident) -> String {
+    format!(
+        "#[idempotent] cannot put a `&mut` argument in the key or fingerprint: a replay returns the stored result without running the body, so the body's changes to `{name}` would not happen again; `skip({name})` it if its state does not matter to the result (a connection, a transaction), or pass it by value or `&`"
+    )
 }
 
 /// Every identifier in an expression's tokens (for `key` naming a parameter).
@@ -261,23 +304,4 @@ fn mentioned_idents(tokens: TokenStream) -> Vec<Ident> {
         }
     }
     out
-}
-
-/// `tokens` with every span set to `span`, so that an error in a generated call points at
-/// the user's token it stands for (its path included, not only its arguments).
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|tree| match tree {
-            TokenTree::Group(group) => {
-                let mut respanned = Group::new(group.delimiter(), respan(group.stream(), span));
-                respanned.set_span(span);
-                TokenTree::Group(respanned)
-            }
-            mut other => {
-                other.set_span(span);
-                other
-            }
-        })
-        .collect()
 }

@@ -13,14 +13,17 @@ use syn::ItemFn;
 /// its result; every later call with the same key, from this process or any other sharing
 /// the store, returns the stored result without running the body again.
 ///
-/// The function must be `async` and return `Result<T, E>`, with
-/// `T: Serialize + DeserializeOwned` and `E: From<idem_core::Error>`.
+/// The function must be `async` and return `Result<T, E>` (or an alias of it), with
+/// `T: Serialize + DeserializeOwned` and `E: From<idem_core::Error>`. Arguments in the key
+/// or fingerprint must be `Serialize` and not `&mut` (a replay would not redo the body's
+/// change to them: `skip` such handles).
 ///
 /// # Options
 ///
 /// | option | meaning | default |
 /// |---|---|---|
 /// | `key = "expr"` | a Rust expression over the arguments, evaluated by reference; its value (any `Serialize`) is the key | all arguments not skipped |
+/// | `fingerprint = "expr"` | a Rust expression over the arguments, evaluated by reference; its value is fingerprinted instead of every non-skipped argument (the key is unchanged by it) | every argument not skipped |
 /// | `ttl = "24h"` | how long a completed result is kept (humantime: `90s`, `30m`, `1h 30m`, `7d`; not zero, at most `100y`) | `24h` |
 /// | `skip(a, b)` | arguments left out of the key and the payload fingerprint (`self` always is, unless the key names it) | none |
 /// | `store = expr` | the store, evaluated on each call (`SharedStore` or `&SharedStore`) | the process default store |
@@ -59,6 +62,16 @@ use syn::ItemFn;
 ///     Ok(Receipt { charge_id: format!("ch_{}", req.id), amount_cents: req.amount_cents })
 /// }
 ///
+/// // `fingerprint`: a retry that differs only in a field left out of it (a timestamp)
+/// // replays; the same id with another amount is still refused.
+/// #[derive(Serialize)]
+/// struct Transfer { id: String, amount_cents: u64, sent_at: u64 }
+///
+/// #[idem_core::idempotent(key = "t.id", fingerprint = "&t.amount_cents")]
+/// async fn transfer(t: Transfer) -> Result<u64, PayError> {
+///     Ok(t.amount_cents)
+/// }
+///
 /// // `name`, `in_flight`, `wait`, `lease`: a stable namespace; a duplicate that arrives while
 /// // the first call runs fails at once instead of waiting.
 /// #[idem_core::idempotent(name = "refund.v1", in_flight = "reject", wait = "5s", lease = "10s")]
@@ -95,6 +108,9 @@ use syn::ItemFn;
 /// assert_eq!(charge(req(), &Db).await.unwrap(), first);
 /// let other = ChargeRequest { id: "order-1".into(), amount_cents: 900 };
 /// assert!(matches!(charge(other, &Db).await, Err(PayError::Idempotency(_))));
+/// let t = |sent_at| Transfer { id: "t-1".into(), amount_cents: 300, sent_at };
+/// assert_eq!(transfer(t(1)).await.unwrap(), 300);
+/// assert_eq!(transfer(t(2)).await.unwrap(), 300); // replayed: `sent_at` is not fingerprinted
 /// assert_eq!(refund("ch_1".into()).await.unwrap(), 42);
 /// assert!(matches!(authorize("4000000000000002".into()).await, Err(PayError::Declined)));
 /// assert_eq!(ship(7).await.unwrap(), "parcel-7");
