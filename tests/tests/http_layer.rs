@@ -49,6 +49,8 @@ async fn unprotected_methods_pass_through_and_are_never_stored() {
         let got = http.get(server.url("/charges")).send().await.unwrap();
         assert_eq!(got.status(), StatusCode::OK);
         assert!(got.headers().get("idempotent-replayed").is_none());
+        // Passed through as it is: the length is still known.
+        assert_eq!(got.headers()["content-length"], "1");
         assert_eq!(got.text().await.unwrap(), expected);
     }
     // A GET with a key is not stored either: the handler sees every request.

@@ -32,16 +32,52 @@ pub(crate) fn full(bytes: Bytes) -> ResponseBody {
         .boxed_unsync()
 }
 
-/// Any handler body, boxed.
+/// Any handler body, boxed; its size hint (so its `Content-Length`) is kept.
 pub(crate) fn boxed<B>(body: B) -> ResponseBody
 where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    body.map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
-        .map_err(Into::into)
-        .boxed_unsync()
+    ResponseBody::new(ToBytes { inner: body })
+}
+
+pin_project_lite::pin_project! {
+    /// A body with its data as `Bytes` (no copy when it already is) and its errors boxed;
+    /// unlike `BodyExt::map_frame`, it keeps the size hint.
+    struct ToBytes<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> Body for ToBytes<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx).map(|frame| {
+            frame.map(|frame| match frame {
+                Ok(frame) => Ok(frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))),
+                Err(err) => Err(err.into()),
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The frames already read, then the rest of the body (or the error that ended it).
