@@ -174,9 +174,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Claim, Error>>;
 
     /// Extends the claim's lease to `lease` from now, if `token` still holds it.
-    /// `Ok(false)` means the claim was lost. A store may also take the key again when it
-    /// holds nothing at all (the lease lapsed and nobody took the key), never over another
-    /// claim or a record.
+    /// `Ok(false)` means the claim was lost: taken over, or gone ([`Store::forget`], a
+    /// lapsed lease). A renewal never takes a key back.
     fn renew<'a>(
         &'a self,
         key: &'a Key,
@@ -185,9 +184,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool, Error>>;
 
     /// Replaces the claim with `record`, kept for `ttl`, if `token` still holds it.
-    /// `Ok(false)` means the claim was lost and nothing was written. A store may also write
-    /// when the key holds nothing at all (the lease lapsed and nobody took the key), never
-    /// over another claim or a record.
+    /// `Ok(false)` means the claim was lost and nothing was written: a key whose claim is
+    /// gone ([`Store::forget`] of a running claim, a lapsed lease) stays without a record.
     fn complete<'a>(
         &'a self,
         key: &'a Key,
