@@ -23,7 +23,11 @@ impl Params {
     }
 }
 
-pub(crate) fn expand(args: Args, item: &ItemFn) -> syn::Result<TokenStream> {
+/// Checks the function against `args` and generates its code. With `attribute_ok` false
+/// (the attribute had errors and `args` are the defaults), only the function's own mistakes
+/// are reported: one that depends on the options (a `&mut` argument may be skipped) waits
+/// until the attribute parses.
+pub(crate) fn expand(args: Args, item: &ItemFn, attribute_ok: bool) -> syn::Result<TokenStream> {
     let mut errors = Errors::default();
     let sig = &item.sig;
 
@@ -53,7 +57,9 @@ pub(crate) fn expand(args: Args, item: &ItemFn) -> syn::Result<TokenStream> {
             FnArg::Receiver(receiver) => params.receiver = Some(receiver.self_token.span),
             FnArg::Typed(typed) => match &*typed.pat {
                 Pat::Ident(pat) if pat.subpat.is_none() => {
-                    if !args.skip.contains(&pat.ident) && has_mut_reference(typed.ty.to_token_stream())
+                    if attribute_ok
+                        && !args.skip.contains(&pat.ident)
+                        && has_mut_reference(typed.ty.to_token_stream())
                     {
                         errors.push(syn::Error::new_spanned(
                             &typed.ty,

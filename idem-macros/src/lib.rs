@@ -164,10 +164,10 @@ pub fn idempotent(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let expanded = match syn::parse::<attr::Args>(attr) {
-        Ok(args) => expand::expand(args, &function),
+        Ok(args) => expand::expand(args, &function, true),
         // Report the function's own mistakes (not `async`, no `Result`) too.
         Err(mut err) => {
-            if let Err(more) = expand::expand(attr::Args::default(), &function) {
+            if let Err(more) = expand::expand(attr::Args::default(), &function, false) {
                 err.combine(more);
             }
             Err(err)

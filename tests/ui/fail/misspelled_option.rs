@@ -17,3 +17,12 @@ async fn charge(id: u64) -> Result<u64, MyError> {
 fn main() {
     let _ = charge(1);
 }
+
+struct Conn;
+
+// A mistake in the attribute does not turn the skipped `&mut` argument into an error.
+#[idempotent(skip(conn), in_flite = "reject")]
+async fn refund(conn: &mut Conn, id: u64) -> Result<u64, MyError> {
+    let _ = conn;
+    Ok(id)
+}
