@@ -62,6 +62,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     cluster: bool,
+    /// `--replicaof 127.0.0.1 {port}` when this server starts as a replica.
+    replica_of: Option<u16>,
 }
 
 impl RedisServer {
@@ -77,8 +79,32 @@ impl RedisServer {
             port,
             dir: scratch_dir(port),
             cluster: false,
+            replica_of: None,
         };
         server.start();
+        server
+    }
+
+    /// Starts a replica of `primary` on a free port and waits until its link to the
+    /// primary is up (`master_link_status:up`).
+    pub fn spawn_replica_of(primary: &RedisServer) -> RedisServer {
+        let port = free_port(false);
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: scratch_dir(port),
+            cluster: false,
+            replica_of: Some(primary.port),
+        };
+        server.start();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !server
+            .command(&["INFO", "replication"])
+            .is_some_and(|info| info.contains("master_link_status:up"))
+        {
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         server
     }
 
@@ -89,6 +115,7 @@ impl RedisServer {
             port,
             dir: scratch_dir(port),
             cluster: true,
+            replica_of: None,
         };
         server.start();
         server
@@ -100,6 +127,8 @@ impl RedisServer {
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // A replica syncs at once (the default waits 5 s for more replicas).
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())
@@ -109,6 +138,10 @@ impl RedisServer {
             cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
                 .arg(self.dir.join("nodes.conf"))
                 .args(["--cluster-node-timeout", "5000"]);
+        }
+        if let Some(primary) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1"])
+                .arg(primary.to_string());
         }
         self.child = Some(cmd.spawn().expect("spawn redis-server"));
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -8,6 +8,7 @@ use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::conn::{Conn, Runner};
+use super::replicas::Replicas;
 use super::wire::SCRIPTS;
 use super::{Inner, RedisStore};
 use crate::error::Error;
@@ -65,6 +66,7 @@ pub struct RedisStoreBuilder {
     response_timeout: Duration,
     reconnect: (Duration, Duration, usize),
     poll: (Duration, Duration),
+    replicas: Option<Replicas>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -76,6 +78,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("response_timeout", &self.response_timeout)
             .field("reconnect", &self.reconnect)
             .field("poll", &self.poll)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -89,6 +92,7 @@ impl RedisStoreBuilder {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             reconnect: DEFAULT_RECONNECT,
             poll: DEFAULT_POLL,
+            replicas: None,
         }
     }
 
@@ -161,6 +165,26 @@ impl RedisStoreBuilder {
     pub fn poll_backoff(mut self, first: Duration, longest: Duration) -> Self {
         let first = first.max(Duration::from_millis(1));
         self.poll = (first, longest.max(first));
+        self
+    }
+
+    /// After each claim it takes and each result it stores, wait until `replicas` replicas
+    /// acknowledged the write (Redis `WAIT`), for at most `timeout`; when fewer did, the
+    /// claim is released and the call fails closed with [`Error::Store`] (the body does not
+    /// run), or the stored result is reported as not stored (the caller still gets it, as
+    /// when `complete` fails). Off by default: Redis replicates asynchronously, so without
+    /// it a claim or record acknowledged by a primary that fails before replicating can be
+    /// lost on failover, and the body may run again. `WAIT` does not make Redis strongly
+    /// consistent: see the README for what it does not promise. A hit costs nothing extra.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .wait_for_replicas(1, Duration::from_millis(100));
+    /// # drop(builder);
+    /// ```
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = (replicas > 0).then(|| Replicas::new(replicas, timeout));
         self
     }
 
@@ -248,6 +272,7 @@ impl RedisStoreBuilder {
                 runner,
                 prefix: self.prefix,
                 poll: self.poll,
+                replicas: self.replicas,
             }),
         })
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, RetryMethod, Value};
 
 /// The first and the longest pause before trying again while the cluster is busy
@@ -96,6 +96,24 @@ impl Cluster {
         let result = query(self.conn(), cmd).await;
         if let Err(err) = &result
             && (err.is_timeout() || err.is_unrecoverable_error() || err.is_connection_dropped())
+        {
+            self.rebuild();
+        }
+        result
+    }
+
+    /// Runs `cmd`, which names no key, on the primary that holds `key`'s slot.
+    pub(super) async fn query_on_key_node(
+        self: &Arc<Self>,
+        cmd: &Cmd,
+        key: &str,
+    ) -> RedisResult<Value> {
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+            Route::with_key(key, SlotAddr::Master),
+        ));
+        let result = self.conn().route_command(cmd.clone(), routing).await;
+        if let Err(err) = &result
+            && err.is_timeout()
         {
             self.rebuild();
         }

@@ -98,6 +98,27 @@ impl Runner {
         .await
     }
 
+    /// Runs `cmd`, which names no key, on the node that holds `key` (the one server, or
+    /// that key's primary in a cluster), within the operation bound; see
+    /// [`Runner::bounded`].
+    pub(super) async fn query_on_key_node(
+        &self,
+        what: &str,
+        cmd: &Cmd,
+        key: &str,
+    ) -> Result<RedisResult<Value>, Error> {
+        match &self.conn {
+            Conn::Single(_) => self.query(what, cmd).await,
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(cluster) => {
+                self.bounded(what, |_| async move {
+                    cluster.query_on_key_node(cmd, key).await
+                })
+                .await
+            }
+        }
+    }
+
     /// Runs one command within the operation bound; any failure is an [`Error::Store`].
     pub(super) async fn run(&self, what: &str, cmd: &Cmd) -> Result<Value, Error> {
         self.query(what, cmd)

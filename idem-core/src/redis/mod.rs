@@ -38,13 +38,14 @@
 //! # Files
 //!
 //! `wire` (values, scripts, replies), `conn` (the connection and the bound on each
-//! operation), `cluster` (following slot migrations), `builder` (settings and
-//! connecting), `store` (the [`Store`] impl).
+//! operation), `cluster` (following slot migrations), `replicas` (waiting for replicas'
+//! acknowledgements), `builder` (settings and connecting), `store` (the [`Store`] impl).
 
 mod builder;
 #[cfg(feature = "redis-cluster")]
 mod cluster;
 mod conn;
+mod replicas;
 mod store;
 mod wire;
 
@@ -93,6 +94,8 @@ struct Inner {
     runner: Runner,
     prefix: String,
     poll: (Duration, Duration),
+    /// Replicas to wait for after a claim and a `complete` (`WAIT`), if set.
+    replicas: Option<replicas::Replicas>,
 }
 
 impl RedisStore {

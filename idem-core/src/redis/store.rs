@@ -30,7 +30,8 @@ impl Store for RedisStore {
                 .arg("PX")
                 .arg(millis_arg(lease))
                 .arg("GET");
-            match self.inner.runner.query("claim", &set).await? {
+            let redis_key = self.redis_key(key);
+            let claim = match self.inner.runner.query("claim", &set).await? {
                 Ok(reply) => parse_claim(reply, token),
                 Err(err) if err.code() == Some("WRONGTYPE") => Err(Error::codec(
                     "the record's Redis key holds a value of another type than a string",
@@ -41,7 +42,20 @@ impl Store for RedisStore {
                     self.inner.runner.target
                 ))),
                 Err(err) => Err(self.inner.runner.failed("claim", &err)),
+            }?;
+            if let (Claim::Claimed { .. }, Some(replicas)) = (&claim, self.inner.replicas)
+                && let Err(err) = self
+                    .inner
+                    .runner
+                    .wait_for_replicas("claim", &redis_key, replicas)
+                    .await
+            {
+                // Fail closed: the body does not run on a claim a failover could lose.
+                // Released so that a retry need not wait for the lease.
+                let _ = self.release(key, token).await;
+                return Err(err);
             }
+            Ok(claim)
         })
     }
 
@@ -75,7 +89,16 @@ impl Store for RedisStore {
                 .arg(encode_record(&record))
                 .arg(millis_arg(ttl));
             let reply = self.inner.runner.invoke("complete", &invocation).await?;
-            int_reply("complete", reply)
+            let stored = int_reply("complete", reply)?;
+            if stored && let Some(replicas) = self.inner.replicas {
+                // Not acknowledged: reported as a store error (the caller still gets its
+                // result); a retry of `complete` finds its own record and waits again.
+                self.inner
+                    .runner
+                    .wait_for_replicas("complete", &self.redis_key(key), replicas)
+                    .await?;
+            }
+            Ok(stored)
         })
     }
 

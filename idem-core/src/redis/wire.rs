@@ -32,9 +32,11 @@ return 1
 
 /// `KEYS[1]` the record; `ARGV[1]` the claim's prefix; `ARGV[2]` the record value;
 /// `ARGV[3]` its TTL in ms. Writes over our claim only: an absent key (forgotten, or our
-/// lease lapsed) is not written, so a `forget` of a running call keeps its result out.
+/// lease lapsed) is not written, so a `forget` of a running call keeps its result out. The
+/// same record already there (a retry of a `complete` that landed) counts as stored.
 const COMPLETE_LUA: &str = r#"
 local v = redis.pcall('GET', KEYS[1])
+if v == ARGV[2] then return 1 end
 if type(v) ~= 'string' or string.sub(v, 1, 34) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
