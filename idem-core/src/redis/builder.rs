@@ -8,6 +8,7 @@ use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::conn::{Conn, Runner};
+use super::near::NearCache;
 use super::replicas::Replicas;
 use super::wire::SCRIPTS;
 use super::{Inner, RedisStore};
@@ -67,6 +68,7 @@ pub struct RedisStoreBuilder {
     reconnect: (Duration, Duration, usize),
     poll: (Duration, Duration),
     replicas: Option<Replicas>,
+    near: Option<(u64, Duration)>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -79,6 +81,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("reconnect", &self.reconnect)
             .field("poll", &self.poll)
             .field("replicas", &self.replicas)
+            .field("near_cache", &self.near)
             .finish()
     }
 }
@@ -93,6 +96,7 @@ impl RedisStoreBuilder {
             reconnect: DEFAULT_RECONNECT,
             poll: DEFAULT_POLL,
             replicas: None,
+            near: None,
         }
     }
 
@@ -188,6 +192,26 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Keeps completed records this process read from or wrote to Redis in memory, up to
+    /// `max_bytes` (values plus ~128 bytes per entry), each for at most `bound`: a repeat
+    /// hit within `bound` is answered without a command. Off by default.
+    ///
+    /// The guarantee: a record that Redis no longer holds — `forget` from any process, or
+    /// expired — may still be replayed by this process for up to `bound` after it was last
+    /// read here; never longer. Claims are never cached, so one body at a time still holds
+    /// across processes. Choose `bound` as the staleness you accept after a `forget`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .near_cache(16 << 20, Duration::from_millis(500));
+    /// # drop(builder);
+    /// ```
+    pub fn near_cache(mut self, max_bytes: u64, bound: Duration) -> Self {
+        self.near = (max_bytes > 0 && !bound.is_zero()).then_some((max_bytes, bound));
+        self
+    }
+
     /// Connects, loads the scripts, and returns the store. A server that cannot be reached
     /// is an [`Error::Store`] within the connect timeout (at once when the port refuses).
     ///
@@ -273,6 +297,7 @@ impl RedisStoreBuilder {
                 prefix: self.prefix,
                 poll: self.poll,
                 replicas: self.replicas,
+                near: self.near.map(|(bytes, bound)| NearCache::new(bytes, bound)),
             }),
         })
     }

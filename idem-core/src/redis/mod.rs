@@ -39,12 +39,13 @@
 //!
 //! `wire` (values, scripts, replies), `conn` (the connection and the bound on each
 //! operation), `cluster` (following slot migrations), `replicas` (waiting for replicas'
-//! acknowledgements), `builder` (settings and connecting), `store` (the [`Store`] impl).
+//! acknowledgements), `near` (the near-cache), `builder` (settings and connecting), `store` (the [`Store`] impl).
 
 mod builder;
 #[cfg(feature = "redis-cluster")]
 mod cluster;
 mod conn;
+mod near;
 mod replicas;
 mod store;
 mod wire;
@@ -96,6 +97,8 @@ struct Inner {
     poll: (Duration, Duration),
     /// Replicas to wait for after a claim and a `complete` (`WAIT`), if set.
     replicas: Option<replicas::Replicas>,
+    /// Completed records recently seen, if the near-cache is on.
+    near: Option<near::NearCache>,
 }
 
 impl RedisStore {

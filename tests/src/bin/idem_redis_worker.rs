@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! idem_redis_worker --url URL[,URL..] --order ID --amount N --callers C --body-ms MS --log PATH [--wait-go]
+//! idem_redis_worker --url URL --order ID --forget
 //! ```
 //!
 //! Connects a `RedisStore` (a comma-separated list of URLs is a cluster), prints `READY`,
 //! optionally waits for `GO` on stdin, then runs `C` concurrent calls of an idempotent
 //! `charge` (lease 1 s, wait 20 s). Each body run appends `EXEC <pid> <charge id>` to the
 //! log file and prints `STARTED <charge id>`, sleeps `MS`, and returns a receipt. Each call
-//! prints `OK <charge id> <amount>` or `ERR <error>`; then `DONE`.
+//! prints `OK <charge id> <amount>` or `ERR <error>`; then `DONE`. With `--forget`, it
+//! forgets the order's record instead and prints `FORGOT <true|false>`.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -97,6 +99,16 @@ async fn main() {
     let need = |name: &str| arg(&args, name).unwrap_or_else(|| panic!("missing {name}"));
     let url = need("--url");
     let order = need("--order");
+    if args.iter().any(|a| a == "--forget") {
+        // Another process's `forget` of the order's record.
+        let store = RedisStore::connect(&url).await.expect("connect to redis");
+        let key = idem_core::KeyHasher::unkeyed()
+            .key(&["tests.worker.charge.v1"], &order)
+            .expect("key");
+        let forgot = SharedStore::new(store).forget(&key).await.expect("forget");
+        say(&format!("FORGOT {forgot}"));
+        return;
+    }
     let amount: u64 = need("--amount").parse().expect("--amount");
     let callers: usize = need("--callers").parse().expect("--callers");
     let body = Duration::from_millis(need("--body-ms").parse().expect("--body-ms"));
