@@ -122,6 +122,7 @@ impl<C> Call<'_, C> {
         E: From<Error>,
         Fut: Future<Output = Result<T, E>>,
     {
+        crate::observe::start(&self.key);
         let coalesce =
             self.spec.in_flight == InFlight::Wait && self.store.store().coalesce_local_waiters();
         if !coalesce {

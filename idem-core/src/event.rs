@@ -1,13 +1,19 @@
 //! `tracing` events, one per call outcome, with the function name and key hash (never the
-//! raw arguments). Target: `idem`.
+//! raw arguments). Target: `idem`. Each outcome also reaches [`observe`](crate::observe).
 
 use crate::call::Spec;
 use crate::error::Error;
 use crate::key::Key;
 
-/// What happened to a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
+/// What happened to an idempotent call: its `tracing` event's `outcome`, and what
+/// [`observe`](crate::observe) reports.
+///
+/// ```
+/// assert_eq!(idem_core::Outcome::Replayed.as_str(), "replayed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
     /// The body ran and its outcome was stored.
     Executed,
     /// A stored outcome was returned without waiting.
@@ -24,10 +30,19 @@ pub(crate) enum Outcome {
     LeaseLost,
     /// The body returned an `Err` that is not cached; the claim was released.
     Released,
+    /// The store failed (the body did not run, or its result could not be stored).
+    StoreError,
+    /// A record could not be decoded, or a result could not be stored as JSON.
+    CodecError,
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    /// The outcome's name, as in the `tracing` events and metrics labels.
+    ///
+    /// ```
+    /// assert_eq!(idem_core::Outcome::Executed.as_str(), "executed");
+    /// ```
+    pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Executed => "executed",
             Outcome::Replayed => "replayed",
@@ -37,11 +52,14 @@ impl Outcome {
             Outcome::TakenOver => "taken_over",
             Outcome::LeaseLost => "lease_lost",
             Outcome::Released => "released",
+            Outcome::StoreError => "store_error",
+            Outcome::CodecError => "codec_error",
         }
     }
 }
 
 pub(crate) fn emit(spec: &Spec, key: &Key, outcome: Outcome) {
+    crate::observe::record(key, outcome);
     match outcome {
         Outcome::LeaseLost | Outcome::TakenOver => tracing::warn!(
             target: "idem",
@@ -59,6 +77,7 @@ pub(crate) fn emit(spec: &Spec, key: &Key, outcome: Outcome) {
 }
 
 pub(crate) fn store_error(spec: &Spec, key: &Key, operation: &'static str, error: &Error) {
+    crate::observe::record(key, Outcome::StoreError);
     tracing::error!(
         target: "idem",
         outcome = "store_error",
@@ -70,6 +89,7 @@ pub(crate) fn store_error(spec: &Spec, key: &Key, operation: &'static str, error
 }
 
 pub(crate) fn codec_error(spec: &Spec, key: &Key, error: &Error) {
+    crate::observe::record(key, Outcome::CodecError);
     tracing::error!(
         target: "idem",
         outcome = "codec_error",

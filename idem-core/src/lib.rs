@@ -55,6 +55,7 @@ mod namespace;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
+mod observe;
 #[cfg(feature = "redis")]
 mod redis;
 mod store;
@@ -63,10 +64,12 @@ mod store;
 pub mod __private;
 
 pub use error::{BoxError, Error};
+pub use event::Outcome;
 pub use global::{current_key, default_store, forget, install, install_key_hasher, key_hasher};
 pub use key::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
 #[cfg(feature = "moka")]
 pub use moka::{DEFAULT_MAX_BYTES, DEFAULT_MAX_CAPACITY, MokaStore, MokaStoreBuilder};
+pub use observe::observe;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, RedisStoreBuilder};

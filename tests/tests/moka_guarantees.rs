@@ -816,3 +816,65 @@ async fn forget_of_a_running_claim_means_its_result_is_not_stored() {
         "the result was stored"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// `observe`: the caller learns what happened to its call.
+
+#[idempotent(key = "id", name = "tests.observe.inner.v1")]
+async fn observed_inner(id: u32) -> Result<u32, TestError> {
+    Ok(id)
+}
+
+#[idempotent(key = "id", name = "tests.observe.v1")]
+async fn observed(id: u32, fail: bool) -> Result<u32, TestError> {
+    // A nested call is not what the caller observes.
+    let inner = observed_inner(id).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if fail {
+        return Err(TestError::Body("declined".into()));
+    }
+    Ok(inner)
+}
+
+#[idempotent(key = "id", name = "tests.observe.v1", in_flight = "reject")]
+async fn observed_or_rejected(id: u32, fail: bool) -> Result<u32, TestError> {
+    let _ = fail;
+    Ok(id)
+}
+
+#[tokio::test]
+async fn observe_tells_executed_waited_replayed_rejected_and_released() {
+    use idem_core::{Outcome, observe};
+    let first = tokio::spawn(observe(observed(1, false)));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let rejected = observe(observed_or_rejected(1, false)).await;
+    let waited = observe(observed(1, false)).await;
+    assert_eq!(first.await.unwrap(), (Ok(1), Some(Outcome::Executed)));
+    assert_eq!(
+        rejected,
+        (
+            Err(TestError::Idem(IdemKind::InProgress)),
+            Some(Outcome::Rejected)
+        )
+    );
+    assert_eq!(waited, (Ok(1), Some(Outcome::Waited)));
+    assert_eq!(
+        observe(observed(1, false)).await,
+        (Ok(1), Some(Outcome::Replayed))
+    );
+    assert_eq!(
+        observe(observed(2, true)).await,
+        (
+            Err(TestError::Body("declined".into())),
+            Some(Outcome::Released)
+        )
+    );
+    assert_eq!(
+        observe(observed(1, true)).await,
+        (
+            Err(TestError::Idem(IdemKind::PayloadMismatch)),
+            Some(Outcome::Mismatch)
+        )
+    );
+    assert_eq!(observe(async { 5 }).await, (5, None));
+}
