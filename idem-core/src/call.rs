@@ -123,6 +123,24 @@ impl<C> Call<'_, C> {
         Fut: Future<Output = Result<T, E>>,
     {
         crate::observe::start(&self.key);
+        #[cfg(feature = "metrics")]
+        {
+            let (spec, started) = (self.spec, std::time::Instant::now());
+            let result = self.settle(body).await;
+            crate::metrics::call_duration(spec, started.elapsed());
+            result
+        }
+        #[cfg(not(feature = "metrics"))]
+        self.settle(body).await
+    }
+
+    /// [`Call::execute`], untimed.
+    async fn settle<T, E, Fut>(self, body: Fut) -> Result<T, E>
+    where
+        C: OutcomeCodec<T, E>,
+        E: From<Error>,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let coalesce =
             self.spec.in_flight == InFlight::Wait && self.store.store().coalesce_local_waiters();
         if !coalesce {

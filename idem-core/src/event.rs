@@ -1,5 +1,6 @@
 //! `tracing` events, one per call outcome, with the function name and key hash (never the
-//! raw arguments). Target: `idem`. Each outcome also reaches [`observe`](crate::observe).
+//! raw arguments). Target: `idem`. Each outcome also reaches [`observe`](crate::observe) and,
+//! with the `metrics` feature, the `metrics` facade.
 
 use crate::call::Spec;
 use crate::error::Error;
@@ -60,6 +61,8 @@ impl Outcome {
 
 pub(crate) fn emit(spec: &Spec, key: &Key, outcome: Outcome) {
     crate::observe::record(key, outcome);
+    #[cfg(feature = "metrics")]
+    crate::metrics::outcome(spec, outcome);
     match outcome {
         Outcome::LeaseLost | Outcome::TakenOver => tracing::warn!(
             target: "idem",
@@ -78,6 +81,8 @@ pub(crate) fn emit(spec: &Spec, key: &Key, outcome: Outcome) {
 
 pub(crate) fn store_error(spec: &Spec, key: &Key, operation: &'static str, error: &Error) {
     crate::observe::record(key, Outcome::StoreError);
+    #[cfg(feature = "metrics")]
+    crate::metrics::outcome(spec, Outcome::StoreError);
     tracing::error!(
         target: "idem",
         outcome = "store_error",
@@ -90,6 +95,8 @@ pub(crate) fn store_error(spec: &Spec, key: &Key, operation: &'static str, error
 
 pub(crate) fn codec_error(spec: &Spec, key: &Key, error: &Error) {
     crate::observe::record(key, Outcome::CodecError);
+    #[cfg(feature = "metrics")]
+    crate::metrics::outcome(spec, Outcome::CodecError);
     tracing::error!(
         target: "idem",
         outcome = "codec_error",

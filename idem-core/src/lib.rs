@@ -49,6 +49,8 @@ mod global;
 pub mod http;
 mod key;
 mod lossless;
+#[cfg(feature = "metrics")]
+mod metrics;
 #[cfg(feature = "moka")]
 mod moka;
 mod namespace;
