@@ -7,8 +7,8 @@ use redis::Value;
 
 use super::RedisStore;
 use super::wire::{
-    SCRIPTS, claim_prefix, claim_value, encode_record, int_reply, millis_arg, new_token,
-    parse_claim, unexpected,
+    CLAIM_VALUE_MAX, SCRIPTS, claim_prefix, claim_value, claim_value_into, encode_record,
+    int_reply, millis_arg, millis_into, new_token, parse_claim, redis_key_into, unexpected,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
@@ -26,14 +26,19 @@ impl Store for RedisStore {
                 return Ok(Claim::Completed(record));
             }
             let token = new_token();
+            // The hit path: every argument is written on the stack.
+            let (mut key_buf, mut value_buf, mut px_buf) =
+                ([0; 160], [0; CLAIM_VALUE_MAX], [0; 20]);
             let mut set = redis::cmd("SET");
-            set.arg(self.redis_key(key))
-                .arg(claim_value(token, lease))
+            match redis_key_into(&self.inner.prefix, key, &mut key_buf) {
+                Some(redis_key) => set.arg(redis_key),
+                None => set.arg(self.redis_key(key)),
+            };
+            set.arg(claim_value_into(token, lease, &mut value_buf))
                 .arg("NX")
                 .arg("PX")
-                .arg(millis_arg(lease))
+                .arg(millis_into(lease, &mut px_buf))
                 .arg("GET");
-            let redis_key = self.redis_key(key);
             let claim = match self.inner.runner.query("claim", &set).await? {
                 Ok(reply) => parse_claim(reply, token),
                 Err(err) if err.code() == Some("WRONGTYPE") => Err(Error::codec(
@@ -50,7 +55,7 @@ impl Store for RedisStore {
                 && let Err(err) = self
                     .inner
                     .runner
-                    .wait_for_replicas("claim", &redis_key, replicas)
+                    .wait_for_replicas("claim", &self.redis_key(key), replicas)
                     .await
             {
                 // Fail closed: the body does not run on a claim a failover could lose.

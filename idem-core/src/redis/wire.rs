@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::{Script, Value};
 
 use crate::error::Error;
-use crate::key::Fingerprint;
+use crate::key::{Fingerprint, Key};
 use crate::store::{ChangeNotice, Claim, RECORD_VERSION, Record, Token};
 
 /// The tag byte of a claim value.
@@ -65,12 +65,13 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release: Script::new(RELEASE_LUA),
 });
 
-/// A new random 128-bit fencing token: BLAKE3 of a per-process random seed, a counter,
-/// the process id and the time. Unique per claim, unpredictable enough that no two
-/// processes pick the same one.
+/// A new 128-bit fencing token: a per-process random 128-bit start (BLAKE3 of OS-seeded
+/// randomness, the process id and the time) plus a counter. Unique within the process,
+/// and two processes' ranges meet only if their random starts fall within 2^64 of each
+/// other. Cheap: a claim on the hit path makes one, and it costs an atomic add.
 pub(super) fn new_token() -> Token {
     use std::hash::{BuildHasher, Hasher};
-    static SEED: LazyLock<[u8; 32]> = LazyLock::new(|| {
+    static START: LazyLock<u128> = LazyLock::new(|| {
         let mut hasher = blake3::Hasher::new();
         for salt in 0u64..4 {
             // Each `RandomState` is keyed from the OS's randomness.
@@ -83,15 +84,13 @@ pub(super) fn new_token() -> Token {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         hasher.update(&now.as_nanos().to_le_bytes());
-        *hasher.finalize().as_bytes()
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        u128::from_le_bytes(bytes)
     });
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut hasher = blake3::Hasher::new_keyed(&SEED);
-    hasher.update(&count.to_le_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
-    Token::new(u128::from_le_bytes(bytes))
+    Token::new(START.wrapping_add(u128::from(count)))
 }
 
 /// The first 34 bytes of a claim value held by `token`: tag, version, token in hex.
@@ -118,13 +117,50 @@ fn push_claim_prefix(out: &mut Vec<u8>, token: Token) {
 /// deadline in ms since the Unix epoch on this process's clock (informational: the key's
 /// `PX` is the lease).
 pub(super) fn claim_value(token: Token, lease: Duration) -> Vec<u8> {
-    let mut out = claim_prefix(token);
+    claim_value_into(token, lease, &mut [0; CLAIM_VALUE_MAX]).to_vec()
+}
+
+/// The longest claim value: the prefix and a `u64` of decimal digits.
+pub(super) const CLAIM_VALUE_MAX: usize = CLAIM_PREFIX_LEN + 20;
+
+/// [`claim_value`] written into `out` (no allocation, for the hit path).
+pub(super) fn claim_value_into(
+    token: Token,
+    lease: Duration,
+    out: &mut [u8; CLAIM_VALUE_MAX],
+) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out[0] = CLAIM_TAG;
+    out[1] = RECORD_VERSION;
+    for (pair, b) in out[2..CLAIM_PREFIX_LEN]
+        .chunks_exact_mut(2)
+        .zip(token.get().to_be_bytes())
+    {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let deadline = now.saturating_add(lease).as_millis();
-    out.extend_from_slice(deadline.to_string().as_bytes());
-    out
+    let deadline = u64::try_from((now + lease).as_millis()).unwrap_or(u64::MAX);
+    let mut scratch = [0u8; 20];
+    let digits = decimal(deadline, &mut scratch);
+    let end = CLAIM_PREFIX_LEN + digits.len();
+    out[CLAIM_PREFIX_LEN..end].copy_from_slice(digits);
+    &out[..end]
+}
+
+/// `n` in decimal, written at the end of `out`.
+fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut at = out.len();
+    loop {
+        at -= 1;
+        out[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[at..];
+        }
+    }
 }
 
 /// Whether `bytes` is a claim value this version writes or understands: tag, version, 32
@@ -144,9 +180,38 @@ fn is_claim(bytes: &[u8]) -> bool {
 
 /// A duration as a Redis expiry argument in ms.
 pub(super) fn millis_arg(duration: Duration) -> Vec<u8> {
+    millis_into(duration, &mut [0; 20]).to_vec()
+}
+
+/// [`millis_arg`] written into `out` (no allocation, for the hit path).
+pub(super) fn millis_into(duration: Duration, out: &mut [u8; 20]) -> &[u8] {
     // At least 1 ms: Redis refuses a zero expiry.
     let ms = duration.as_millis().clamp(1, i64::MAX as u128 / 4);
-    ms.to_string().into_bytes()
+    decimal(u64::try_from(ms).unwrap_or(u64::MAX), out)
+}
+
+/// The Redis key `{prefix}:{key hex}` written into `out`, when it fits (no allocation, for
+/// the hit path).
+pub(super) fn redis_key_into<'a>(
+    prefix: &str,
+    key: &Key,
+    out: &'a mut [u8; 160],
+) -> Option<&'a [u8]> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let len = prefix.len() + 1 + 64;
+    if len > out.len() {
+        return None;
+    }
+    out[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    out[prefix.len()] = b':';
+    for (pair, b) in out[prefix.len() + 1..len]
+        .chunks_exact_mut(2)
+        .zip(key.as_bytes())
+    {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+    Some(&out[..len])
 }
 
 /// A completed record's value: tag, version, fingerprint, encoded outcome.
@@ -178,6 +243,18 @@ fn decode_record(bytes: &[u8]) -> Result<Record, Error> {
             "the value at the record's Redis key is not an idem record",
         )),
     }
+}
+
+/// [`decode_record`] of an owned reply: the outcome keeps the reply's buffer (no copy
+/// into a new allocation, for the hit path).
+fn decode_owned_record(mut bytes: Vec<u8>) -> Result<Record, Error> {
+    let fingerprint = match decode_record(&bytes[..bytes.len().min(RECORD_HEADER_LEN)]) {
+        // A header alone decodes to an empty outcome: the header is valid.
+        Ok(header) => *header.fingerprint(),
+        Err(err) => return Err(err),
+    };
+    bytes.drain(..RECORD_HEADER_LEN);
+    Ok(Record::new(fingerprint, bytes))
 }
 
 /// A reply of a shape the command never gives.
@@ -212,7 +289,7 @@ pub(super) fn parse_claim(reply: Value, token: Token) -> Result<Claim, Error> {
                     ))
                 }
             } else {
-                decode_record(&bytes).map(|record| Claim::Completed(Arc::new(record)))
+                decode_owned_record(bytes).map(|record| Claim::Completed(Arc::new(record)))
             }
         }
         other => Err(unexpected("claim", &other)),
@@ -240,6 +317,33 @@ mod tests {
             decode_record(&other_version),
             Err(Error::Codec(_))
         ));
+    }
+
+    #[test]
+    fn stack_written_arguments_match_their_formatted_forms() {
+        for ms in [0u64, 1, 9, 10, 999, 30_000, u64::MAX / 8] {
+            let d = Duration::from_millis(ms);
+            let expected = ms.clamp(1, i64::MAX as u64 / 4).to_string();
+            assert_eq!(millis_into(d, &mut [0; 20]), expected.as_bytes());
+        }
+        assert_eq!(
+            decimal(u64::MAX, &mut [0; 20]),
+            u64::MAX.to_string().as_bytes()
+        );
+        let key = Key::from_bytes(std::array::from_fn(|i| (i * 7) as u8));
+        assert_eq!(
+            redis_key_into("idem", &key, &mut [0; 160]).unwrap(),
+            format!("idem:{key}").as_bytes()
+        );
+        assert!(redis_key_into(&"p".repeat(100), &key, &mut [0; 160]).is_none());
+        let token = Token::new(0xfeed_0000_0000_0000_0000_0000_0000_beef);
+        let mut buf = [0; CLAIM_VALUE_MAX];
+        let value = claim_value_into(token, Duration::from_secs(30), &mut buf);
+        assert!(is_claim(value));
+        assert_eq!(&value[..CLAIM_PREFIX_LEN], claim_prefix(token).as_slice());
+        let record = Record::new(Fingerprint::from_bytes([9; 32]), b"O[1,2]".to_vec());
+        assert_eq!(decode_owned_record(encode_record(&record)).unwrap(), record);
+        assert!(decode_owned_record(b"R\x01short".to_vec()).is_err());
     }
 
     #[test]
