@@ -9,6 +9,10 @@ pub use crate::call::{ErrCodec, InFlight, Spec};
 pub use crate::namespace::Site;
 pub use core::time::Duration;
 
+/// Transaction mode (`#[idempotent(transaction = "tx")]`).
+#[cfg(feature = "postgres")]
+pub use crate::postgres::tx as postgres;
+
 use crate::call::Call;
 use crate::error::Error;
 use crate::global::{idem_error, key_hasher, note_idem_error, watch_idem_errors};

@@ -111,6 +111,12 @@ pub fn default_store() -> Result<&'static SharedStore, Error> {
     }
 }
 
+/// The installed store, if any, without falling back to (and so fixing) the default.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn installed_store() -> Option<&'static SharedStore> {
+    DEFAULT_STORE.get()
+}
+
 /// Sets the process key hasher, e.g. [`KeyHasher::keyed`] with a secret. Once, before the
 /// first idempotent call; every process sharing a store must use the same one.
 ///

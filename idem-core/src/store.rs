@@ -163,7 +163,9 @@ pub enum Claim {
 /// }
 /// let _store = shared(MokaStore::new());
 /// ```
-pub trait Store: Send + Sync + 'static {
+// `Any` lets the runtime find a concrete store behind a `SharedStore` (the PostgreSQL
+// transaction mode reads its table name); every `'static` type implements it.
+pub trait Store: std::any::Any + Send + Sync + 'static {
     /// Atomically: return the completed record, or report a live claim, or take the key
     /// (free, or held by a claim whose lease lapsed) for `lease` and return a new token.
     fn claim<'a>(

@@ -24,6 +24,8 @@ pub(crate) struct Args {
     pub(crate) cache_errors: bool,
     pub(crate) detach: bool,
     pub(crate) krate: Option<Path>,
+    /// `transaction = "tx"`: the `&mut sqlx::PgConnection` parameter (PostgreSQL).
+    pub(crate) transaction: Option<Ident>,
 }
 
 /// `key = "expr"` or `fingerprint = "expr"`: the literal (for spans) and the expression
@@ -91,7 +93,7 @@ impl Parse for Args {
     }
 }
 
-const OPTIONS: [&str; 12] = [
+const OPTIONS: [&str; 13] = [
     "key",
     "fingerprint",
     "ttl",
@@ -104,6 +106,7 @@ const OPTIONS: [&str; 12] = [
     "cache_errors",
     "detach",
     "crate",
+    "transaction",
 ];
 
 impl Args {
@@ -169,6 +172,21 @@ impl Args {
                 self.krate = Some(lit.parse::<Path>().map_err(|err| {
                     syn::Error::new(lit.span(), format!("`crate` is not a path: {err}"))
                 })?);
+            }
+            "transaction" => {
+                let lit = string(
+                    &ident,
+                    value,
+                    "the name of a `&mut sqlx::PgConnection` parameter, like \"tx\"",
+                )?;
+                let parsed = lit.parse::<Ident>().map_err(|_| {
+                    syn::Error::new(
+                        lit.span(),
+                        "`transaction` takes the name of a parameter, like \"tx\"",
+                    )
+                })?;
+                // Spanned on the literal, so errors about the parameter point there.
+                self.transaction = Some(Ident::new(&parsed.to_string(), lit.span()));
             }
             _ => {
                 let hint = OPTIONS
@@ -356,7 +374,7 @@ mod tests {
         let args = parse(
             r#"key = "req.id", fingerprint = "req.amount", ttl = "1h 30m", skip(db, self), store = STORE.clone(),
                name = "charge.v1", in_flight = "reject", wait = "5s", lease = "10s",
-               cache_errors, detach, crate = "::my_idem","#,
+               cache_errors, detach, crate = "::my_idem", transaction = "tx","#,
         )
         .unwrap();
         let key = &args.key.as_ref().unwrap().expr;
@@ -373,6 +391,7 @@ mod tests {
         assert!(args.cache_errors && args.detach);
         let krate = args.krate.as_ref().unwrap();
         assert_eq!(quote::quote!(#krate).to_string(), ":: my_idem");
+        assert_eq!(args.transaction.as_ref().unwrap(), "tx");
         assert!(!parse(r#"in_flight = "wait""#).unwrap().in_flight_reject);
     }
 
@@ -402,6 +421,8 @@ mod tests {
         assert!(error("skip = db").contains("expected `skip(arg, ...)`"));
         assert!(error("store").contains("expected `store = expr`"));
         assert!(error(r#"crate = "not a path""#).contains("`crate` is not a path"));
+        assert!(error(r#"transaction = "a b""#).contains("takes the name of a parameter"));
+        assert!(error("transaction = tx").contains("`transaction` takes a string literal"));
         // Every mistake is reported, not only the first.
         let all = error(r#"retries = 3, ttl = "0s", in_flight = "x""#);
         assert_eq!(all.matches(" | ").count(), 2, "{all}");

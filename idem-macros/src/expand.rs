@@ -57,8 +57,11 @@ pub(crate) fn expand(args: Args, item: &ItemFn, attribute_ok: bool) -> syn::Resu
             FnArg::Receiver(receiver) => params.receiver = Some(receiver.self_token.span),
             FnArg::Typed(typed) => match &*typed.pat {
                 Pat::Ident(pat) if pat.subpat.is_none() => {
+                    // The transaction's connection is never in the key or fingerprint.
+                    let is_transaction = args.transaction.as_ref() == Some(&pat.ident);
                     if attribute_ok
                         && !args.skip.contains(&pat.ident)
+                        && !is_transaction
                         && has_mut_reference(typed.ty.to_token_stream())
                     {
                         errors.push(syn::Error::new_spanned(
@@ -74,6 +77,10 @@ pub(crate) fn expand(args: Args, item: &ItemFn, attribute_ok: bool) -> syn::Resu
                 )),
             },
         }
+    }
+
+    if let Some(tx) = &args.transaction {
+        check_transaction(&mut errors, &args, sig, tx);
     }
 
     for skipped in &args.skip {
@@ -191,7 +198,8 @@ fn generate(
         arguments.push(quote_spanned!(span=> #arg(&#this)));
     }
     for ident in &params.named {
-        if !args.skip.contains(ident) {
+        // The transaction's connection is a handle, never part of the key or fingerprint.
+        if !args.skip.contains(ident) && args.transaction.as_ref() != Some(ident) {
             let arg = respan(quote!(#private::arg), ident.span());
             arguments.push(quote_spanned!(ident.span()=> #arg(&#ident)));
         }
@@ -244,8 +252,11 @@ fn generate(
         }
     };
 
-    let call = quote_spanned! {ret_span=>
-        #run(&__IDEM_SPEC, #store, __idem_ids, #errors, #body).await
+    let call = match &args.transaction {
+        None => quote_spanned! {ret_span=>
+            #run(&__IDEM_SPEC, #store, __idem_ids, #errors, #body).await
+        },
+        Some(tx) => transaction_call(args, &private, ret, tx, block),
     };
 
     // Inner attributes of the body (`#![allow(..)]`) stay inside the function.
@@ -272,6 +283,92 @@ fn generate(
                 #fingerprint,
             );
             #call
+        }
+    }
+}
+
+/// `transaction = "tx"` must name a parameter whose type is a `&mut` reference (the
+/// `&mut sqlx::PgConnection` the body runs its statements on), and excludes `detach`
+/// (the connection is borrowed from the caller).
+fn check_transaction(errors: &mut Errors, args: &Args, sig: &syn::Signature, tx: &Ident) {
+    let param = sig.inputs.iter().find_map(|input| match input {
+        FnArg::Typed(typed) => match &*typed.pat {
+            Pat::Ident(pat) if pat.ident == *tx => Some(&*typed.ty),
+            _ => None,
+        },
+        FnArg::Receiver(_) => None,
+    });
+    match param {
+        None => errors.push_at(
+            tx.span(),
+            format!(
+                "`transaction`: `{}` has no parameter named `{tx}`; name its `&mut sqlx::PgConnection` parameter",
+                sig.ident
+            ),
+        ),
+        Some(Type::Reference(reference)) if reference.mutability.is_some() => {}
+        Some(other) => errors.push(syn::Error::new_spanned(
+            other,
+            format!(
+                "`transaction = \"{tx}\"` must name a `&mut sqlx::PgConnection` parameter (for a `sqlx::Transaction`, pass `&mut *tx`)"
+            ),
+        )),
+    }
+    if args.detach {
+        errors.push_at(
+            tx.span(),
+            "`transaction` cannot be combined with `detach`: the connection is borrowed from the caller",
+        );
+    }
+}
+
+/// The call of transaction mode: claim through the caller's connection, run the body with
+/// a reborrow of it, then write the outcome through it.
+fn transaction_call(
+    args: &Args,
+    private: &TokenStream,
+    ret: &Type,
+    tx: &Ident,
+    block: &syn::Block,
+) -> TokenStream {
+    let ret_span = ret.span();
+    let private_at_ret = respan(private.clone(), ret_span);
+    let pg = quote!(#private::postgres);
+    let store = match &args.store {
+        Some(expr) => {
+            let private = respan(private.clone(), expr.span());
+            quote_spanned!(expr.span()=> #private::custom_store(&(#expr)).map(::core::option::Option::Some))
+        }
+        None => quote!(#pg::installed_store()),
+    };
+    let errors = if args.cache_errors {
+        quote_spanned!(ret_span=> #private_at_ret::errors_cached())
+    } else {
+        quote!(#private::errors_released())
+    };
+    let ret_at_ret = respan(ret.to_token_stream(), ret_span);
+    let begin = quote_spanned!(ret_span=> #private_at_ret::postgres::begin::<#ret_at_ret, _, _>);
+    let finish = quote_spanned!(ret_span=> #private_at_ret::postgres::finish::<#ret_at_ret, _, _>);
+    // The parameter's own name, spanned at the parameter's use in the attribute.
+    let conn = Ident::new(&tx.to_string(), tx.span());
+    quote! {
+        match #begin(&__IDEM_SPEC, #store, __idem_ids, #errors, &mut *#conn).await {
+            #pg::Begin::Done(__idem_return) => __idem_return,
+            #pg::Begin::Run(mut __idem_claim) => {
+                let __idem_return: #ret = {
+                    // A reborrow, moved into the body and ended with it, so the connection
+                    // is the caller's again to write the outcome.
+                    #[allow(unused_variables)]
+                    let #conn = &mut *#conn;
+                    #pg::scope(&mut __idem_claim, async move {
+                        #[allow(clippy::let_and_return, clippy::needless_return)]
+                        let __idem_return: #ret = #block;
+                        __idem_return
+                    })
+                    .await
+                };
+                #finish(__idem_claim, &mut *#conn, __idem_return).await
+            }
         }
     }
 }

@@ -39,4 +39,5 @@ impl From<idem_core::Error> for TestError {
 }
 
 pub mod http_server;
+pub mod postgres;
 pub mod redis_server;

@@ -1,0 +1,3 @@
+//! PostgreSQL benchmarks (placeholder until the paired loops land).
+
+fn main() {}

@@ -1,0 +1,154 @@
+//! [`PostgresStore`]: records in a PostgreSQL table (feature `postgres`, sqlx 0.9), shared
+//! by every process that uses the same table — and the transaction mode, where the record
+//! is written in the caller's own transaction (`#[idempotent(transaction = "tx")]`).
+//!
+//! # Layout
+//!
+//! One row per key in the store's table (default `idem_records`; the DDL is
+//! [`schema`]'s, printed in the README): the 32-byte key, the record version, the payload
+//! fingerprint, the 16-byte fencing token of the claim that wrote the row, the encoded
+//! outcome (NULL while the row is a claim) and `expires_at` (the lease deadline of a claim,
+//! the TTL deadline of a record), on the database server's clock.
+//!
+//! # Shared-store mode
+//!
+//! - `claim` is one statement: it reads the row and, only when there is no live one,
+//!   inserts a claim (`INSERT .. ON CONFLICT (key) DO UPDATE .. WHERE expires_at <=
+//!   clock_timestamp()`, which also takes over a lapsed claim or an expired record). A hit
+//!   therefore writes nothing and takes no row lock. Expired records are never replayed:
+//!   the statement compares `expires_at` with the server's clock.
+//! - `renew`, `complete` and `release` compare the row's token with the caller's (fencing).
+//!   They act only on the caller's own claim row: a row that is gone (an operator's
+//!   `forget`, or the purge after the lease lapsed) or was taken over means the claim is
+//!   lost, and nothing is written. A lapsed claim row that nobody took over is still the
+//!   holder's, so a stalled holder can still renew or complete it.
+//! - A background task deletes expired rows in bounded batches (`purge_interval`).
+//!
+//! # Transaction mode
+//!
+//! See [`tx`](self::tx): the claim is a call of the table's claim function through the
+//! caller's connection, the outcome an `UPDATE` through it; both commit with the caller's
+//! transaction or not at all.
+
+mod builder;
+mod purge;
+mod row;
+mod schema;
+mod store;
+pub mod tx;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+pub use builder::{PostgresSource, PostgresStoreBuilder};
+use schema::Table;
+use store::Sql;
+
+use crate::error::Error;
+
+/// A [`Store`](crate::Store) in PostgreSQL: every process that connects to the same
+/// database (and uses the same table) shares one idempotency record per key.
+///
+/// A claim and a hit each take one statement (one round trip); `renew`, `complete` and
+/// `release` are token-checked, so a holder that was taken over after its lease lapsed
+/// cannot overwrite or delete its successor's record. Every operation is bounded by the
+/// connect and response timeouts: when the database cannot be reached, calls fail closed
+/// with [`Error::Store`] and the body does not run; new connections are opened by
+/// themselves when it comes back.
+///
+/// The same store names the table of `#[idempotent(transaction = "tx")]` functions
+/// (through `store = ..` or [`install`](crate::install)).
+///
+/// Cloning is cheap and shares the pool.
+///
+/// ```no_run
+/// use idem_core::{PostgresStore, install};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), idem_core::Error> {
+/// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+/// install(store)?; // every #[idempotent] fn without `store = ..` now uses PostgreSQL
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pool: PgPool,
+    table: Table,
+    sql: Sql,
+    tx_sql: tx::TxSql,
+    /// A hard bound on one store operation: getting a connection plus the reply.
+    op_timeout: Duration,
+    poll: (Duration, Duration),
+    /// The URL without credentials, for messages.
+    target: String,
+}
+
+impl PostgresStore {
+    /// The store's table name, as configured.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), idem_core::Error> {
+    /// let store = idem_core::PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+    /// assert_eq!(store.table(), "idem_records");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn table(&self) -> &str {
+        self.inner.table.name()
+    }
+
+    /// The pool the store runs its statements on.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), idem_core::Error> {
+    /// let store = idem_core::PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+    /// let mut tx = store.pool().begin().await.map_err(idem_core::Error::store)?;
+    /// # drop(tx);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The SQL that creates this store's table, index and transaction-mode function when
+    /// absent, for teams that run their own migrations (see
+    /// [`PostgresStoreBuilder::create_table`]).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), idem_core::Error> {
+    /// let store = idem_core::PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+    /// assert!(store.ddl().contains("CREATE TABLE IF NOT EXISTS \"idem_records\""));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn ddl(&self) -> String {
+        self.inner.table.ddl()
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.inner.target)
+            .field("table", &self.inner.table)
+            .finish()
+    }
+}
+
+impl Inner {
+    fn failed(&self, what: &str, err: &sqlx::Error) -> Error {
+        Error::store(format!("postgres {what} on {}: {err}", self.target))
+    }
+}

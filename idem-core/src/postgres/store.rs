@@ -1,0 +1,283 @@
+//! Shared-store mode: the [`Store`] implementation and its statements.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgQueryResult, PgRow};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+
+use super::row::{self, Stored, VERSION};
+use super::schema::Table;
+use super::{Inner, PostgresStore};
+use crate::error::Error;
+use crate::key::{Fingerprint, Key};
+use crate::store::{BoxFuture, Claim, Record, Store, Token};
+
+/// The statements of one table, formatted once.
+pub(crate) struct Sql {
+    claim: Arc<str>,
+    renew: Arc<str>,
+    complete: Arc<str>,
+    release: Arc<str>,
+    forget: Arc<str>,
+    pub(super) purge: Arc<str>,
+}
+
+impl Sql {
+    pub(crate) fn new(table: &Table) -> Sql {
+        let t = &table.quoted;
+        Sql {
+            // `cur` is the row as the statement's snapshot sees it. The INSERT is attempted
+            // only when there is no live row, so a hit (a live record) or a live claim
+            // writes nothing and locks nothing; otherwise it inserts, or takes over a row
+            // whose deadline has passed. If another caller inserted meanwhile, ON CONFLICT
+            // sees its row, live, and leaves it: `claimed` is then NULL and `cur` empty,
+            // which reads as "in progress, poll again".
+            claim: format!(
+                "WITH cur AS (
+                    SELECT version, fingerprint, value, expires_at > clock_timestamp() AS live
+                    FROM {t} WHERE key = $1
+                ), ins AS (
+                    INSERT INTO {t} AS r (key, version, fingerprint, token, value, expires_at)
+                    SELECT $1::bytea, $2::int2, $3::bytea, uuid_send(gen_random_uuid()), NULL::bytea,
+                           clock_timestamp() + $4::int8 * interval '1 millisecond'
+                    WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.live)
+                    ON CONFLICT (key) DO UPDATE
+                    SET version = excluded.version, fingerprint = excluded.fingerprint,
+                        token = excluded.token, value = NULL, expires_at = excluded.expires_at
+                    WHERE r.expires_at <= clock_timestamp()
+                    RETURNING r.token
+                )
+                SELECT ins.token AS claimed, cur.version IS NOT NULL AS present, cur.live,
+                       cur.version, cur.fingerprint, cur.value
+                FROM (SELECT 1) AS one LEFT JOIN cur ON true LEFT JOIN ins ON true"
+            )
+            .into(),
+            renew: format!(
+                "UPDATE {t} SET expires_at = clock_timestamp() + $3::int8 * interval '1 millisecond'
+                 WHERE key = $1 AND token = $2 AND value IS NULL"
+            )
+            .into(),
+            // Only over our own claim: a row that is gone (forgotten, or purged after its
+            // lease lapsed) or held by another token means the claim was lost, and a
+            // forgotten call's result is not stored.
+            complete: format!(
+                "UPDATE {t} SET version = $2, fingerprint = $3, value = $5,
+                     expires_at = clock_timestamp() + $6::int8 * interval '1 millisecond'
+                 WHERE key = $1 AND token = $4 AND value IS NULL"
+            )
+            .into(),
+            release: format!("DELETE FROM {t} WHERE key = $1 AND token = $2 AND value IS NULL")
+                .into(),
+            forget: format!("DELETE FROM {t} WHERE key = $1").into(),
+            // Locked rows (a claim in an open transaction, a row being taken over) are
+            // skipped, so the purge never waits for, nor blocks, a caller.
+            purge: format!(
+                "DELETE FROM {t} WHERE key IN (
+                    SELECT key FROM {t} WHERE expires_at < clock_timestamp()
+                    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            )
+            .into(),
+        }
+    }
+}
+
+/// A statement's SQL, for `sqlx::query`.
+fn sql(text: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
+    AssertSqlSafe(Arc::clone(text))
+}
+
+impl Inner {
+    /// Runs `op` on a pooled connection within the operation bound. A connection that
+    /// broke (the server restarted since it was opened) is closed and the statement tried
+    /// once more on a fresh one: the broken one never delivered it, or delivered it and
+    /// lost the reply — then a claim is held until its lease lapses, never doubled.
+    pub(super) async fn run<T>(
+        &self,
+        what: &str,
+        op: impl for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+    ) -> Result<T, Error> {
+        let attempt = async {
+            let mut retried = false;
+            loop {
+                let mut conn = self.pool.acquire().await?;
+                match op(&mut conn).await {
+                    Err(sqlx::Error::Io(err)) if !retried => {
+                        conn.close_on_drop();
+                        retried = true;
+                        tracing::debug!(error = %err, "idem: a pooled PostgreSQL connection broke; retrying on a new one");
+                    }
+                    Err(err @ sqlx::Error::Io(_)) => {
+                        conn.close_on_drop();
+                        return Err(err);
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(self.op_timeout, attempt).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(self.failed(what, &err)),
+            Err(_) => Err(Error::store(format!(
+                "postgres {what} on {}: no reply within {:?}",
+                self.target, self.op_timeout
+            ))),
+        }
+    }
+}
+
+fn affected(result: PgQueryResult) -> bool {
+    result.rows_affected() == 1
+}
+
+/// What the claim statement answered.
+fn parse_claim(row: &PgRow) -> Result<Claim, Error> {
+    let decode = |err: sqlx::Error| Error::codec(format!("an idem row cannot be read: {err}"));
+    if let Some(token) = row
+        .try_get::<Option<Vec<u8>>, _>("claimed")
+        .map_err(decode)?
+    {
+        let present: bool = row.try_get("present").map_err(decode)?;
+        let live: Option<bool> = row.try_get("live").map_err(decode)?;
+        let was_claim = row
+            .try_get::<Option<Vec<u8>>, _>("value")
+            .map_err(decode)?
+            .is_none();
+        return Ok(Claim::Claimed {
+            token: row::token(&token)?,
+            taken_over: present && was_claim && live == Some(false),
+        });
+    }
+    let stored = Stored {
+        version: row.try_get("version").map_err(decode)?,
+        fingerprint: row.try_get("fingerprint").map_err(decode)?,
+        value: row.try_get("value").map_err(decode)?,
+    };
+    let live: Option<bool> = row.try_get("live").map_err(decode)?;
+    match (live, &stored.value) {
+        (Some(true), Some(_)) => row::completed(stored),
+        // A live claim; or a row another caller took over, or inserted, since this
+        // statement's snapshot: in progress either way.
+        _ => row::in_progress(&stored),
+    }
+}
+
+impl Store for PostgresStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a Key,
+        fingerprint: &'a Fingerprint,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, Error>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let row = inner
+                .run("claim", |conn| {
+                    Box::pin(
+                        sqlx::query(sql(&inner.sql.claim))
+                            .bind(key.as_bytes().as_slice())
+                            .bind(VERSION)
+                            .bind(fingerprint.as_bytes().as_slice())
+                            .bind(row::millis(lease))
+                            .fetch_one(conn),
+                    )
+                })
+                .await?;
+            parse_claim(&row)
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a Key,
+        token: Token,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let token = row::token_bytes(token);
+            inner
+                .run("renew", |conn| {
+                    Box::pin(
+                        sqlx::query(sql(&inner.sql.renew))
+                            .bind(key.as_bytes().as_slice())
+                            .bind(token.as_slice())
+                            .bind(row::millis(lease))
+                            .execute(conn),
+                    )
+                })
+                .await
+                .map(affected)
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a Key,
+        token: Token,
+        record: Arc<Record>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let token = row::token_bytes(token);
+            inner
+                .run("complete", |conn| {
+                    Box::pin(
+                        sqlx::query(sql(&inner.sql.complete))
+                            .bind(key.as_bytes().as_slice())
+                            .bind(VERSION)
+                            .bind(record.fingerprint().as_bytes().as_slice())
+                            .bind(token.as_slice())
+                            .bind(record.value())
+                            .bind(row::millis(ttl))
+                            .execute(conn),
+                    )
+                })
+                .await
+                .map(affected)
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a Key, token: Token) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let token = row::token_bytes(token);
+            inner
+                .run("release", |conn| {
+                    Box::pin(
+                        sqlx::query(sql(&inner.sql.release))
+                            .bind(key.as_bytes().as_slice())
+                            .bind(token.as_slice())
+                            .execute(conn),
+                    )
+                })
+                .await
+                .map(affected)
+        })
+    }
+
+    fn forget<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            inner
+                .run("forget", |conn| {
+                    Box::pin(
+                        sqlx::query(sql(&inner.sql.forget))
+                            .bind(key.as_bytes().as_slice())
+                            .execute(conn),
+                    )
+                })
+                .await
+                .map(|done| done.rows_affected() > 0)
+        })
+    }
+
+    fn poll_backoff(&self) -> (Duration, Duration) {
+        self.inner.poll
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+}
