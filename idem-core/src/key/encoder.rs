@@ -1,258 +1,10 @@
-//! Stable idempotency keys: a canonical, structured encoding of the arguments, hashed.
-//!
-//! The encoding (version [`ENCODING_VERSION`]) is written by a `serde::Serializer` into a
-//! reused buffer and hashed with BLAKE3 (256 bits). Every value is tagged and every
-//! string is length-prefixed, so `("a:b", "")` and `("a", "b")` encode differently; map
-//! entries are sorted by their encoded key, so a `HashMap` gives the same key whatever its
-//! iteration order; integers are encoded by value, so widening a `u32` field to `u64`
-//! keeps keys stable; struct fields are encoded by name in declaration order; enum
-//! variants by name, not index. The raw arguments never leave this module: stores only
-//! see the 32-byte hashes.
+//! The canonical encoder: a `serde::Serializer` appending tagged, length-prefixed values
+//! to a byte buffer, with map entries sorted by their encoded key (see the parent module).
 
-use std::cell::RefCell;
 use std::fmt;
 
 use serde::Serialize;
 use serde::ser;
-
-use crate::error::Error;
-
-/// The version of the canonical encoding, hashed into every key and fingerprint.
-///
-/// A change to the encoding bumps it, so keys of two encodings can never collide.
-pub const ENCODING_VERSION: u8 = 1;
-
-macro_rules! digest_type {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name([u8; 32]);
-
-        impl $name {
-            /// Wraps 32 raw digest bytes.
-            pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-                Self(bytes)
-            }
-
-            /// The 32 digest bytes.
-            pub const fn as_bytes(&self) -> &[u8; 32] {
-                &self.0
-            }
-
-            /// Lower-case hex, 64 characters.
-            pub fn to_hex(&self) -> String {
-                hex(&self.0, &mut [0u8; 64]).to_owned()
-            }
-
-            /// Parses the 64-character hex form given by `to_hex` or `Display`.
-            pub fn from_hex(hex: &str) -> Result<Self, Error> {
-                let bytes = hex.as_bytes();
-                if bytes.len() != 64 {
-                    return Err(Error::codec(format!(
-                        "expected 64 hex characters, got {}",
-                        bytes.len()
-                    )));
-                }
-                let mut out = [0u8; 32];
-                for (i, pair) in bytes.chunks_exact(2).enumerate() {
-                    let digit = |c: u8| {
-                        (c as char)
-                            .to_digit(16)
-                            .ok_or_else(|| Error::codec(format!("not a hex digit: {:?}", c as char)))
-                    };
-                    out[i] = (digit(pair[0])? << 4 | digit(pair[1])?) as u8;
-                }
-                Ok(Self(out))
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                // One `write_str` of a table-encoded buffer: 32 `{:02x}` writes cost more
-                // than a Redis store's whole client-side claim.
-                f.write_str(hex(&self.0, &mut [0u8; 64]))
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!(stringify!($name), "({})"), self)
-            }
-        }
-    };
-}
-
-/// Lower-case hex of `bytes` into `out` (twice as long).
-fn hex<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0x0f)];
-    }
-    std::str::from_utf8(out).expect("hex digits are ASCII")
-}
-
-digest_type! {
-    /// An idempotency key: the 256-bit hash of a function's namespace and its key value.
-    ///
-    /// `Display` gives the hex form that [`current_key`](crate::current_key) returns and
-    /// that tracing events carry.
-    ///
-    /// ```
-    /// use idem_core::{Key, KeyHasher};
-    ///
-    /// let key = KeyHasher::unkeyed().key(&["billing::charge"], &"order-42").unwrap();
-    /// assert_eq!(Key::from_hex(&key.to_hex()).unwrap(), key);
-    /// ```
-    Key
-}
-
-digest_type! {
-    /// The 256-bit hash of every non-skipped argument of one call, stored beside the result
-    /// so that a key reused with other arguments is refused ([`Error::PayloadMismatch`]).
-    ///
-    /// ```
-    /// use idem_core::KeyHasher;
-    ///
-    /// let hasher = KeyHasher::unkeyed();
-    /// let a = hasher.fingerprint(&("order-42", 100u64)).unwrap();
-    /// let b = hasher.fingerprint(&("order-42", 200u64)).unwrap();
-    /// assert_ne!(a, b);
-    /// ```
-    Fingerprint
-}
-
-/// Hashes encoded arguments into [`Key`]s and [`Fingerprint`]s, optionally with a secret.
-///
-/// The unkeyed hasher is the default. With a secret ([`KeyHasher::keyed`], installed with
-/// [`install_key_hasher`](crate::install_key_hasher)), keys are keyed BLAKE3 hashes: someone
-/// who can read the store cannot recover low-entropy arguments (an email, a card's last
-/// four digits) by hashing guesses. Every process sharing a store must use the same secret.
-///
-/// ```
-/// use idem_core::KeyHasher;
-///
-/// let plain = KeyHasher::unkeyed().key(&["signup"], &"ada@example.com").unwrap();
-/// let keyed = KeyHasher::keyed(b"a 32-byte or longer server secret").key(&["signup"], &"ada@example.com").unwrap();
-/// assert_ne!(plain, keyed);
-/// ```
-#[derive(Clone)]
-pub struct KeyHasher {
-    secret: Option<[u8; 32]>,
-}
-
-impl fmt::Debug for KeyHasher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyHasher")
-            .field("keyed", &self.secret.is_some())
-            .finish()
-    }
-}
-
-impl Default for KeyHasher {
-    fn default() -> Self {
-        Self::unkeyed()
-    }
-}
-
-/// What a hash input is, so a key can never equal a fingerprint or a derived key.
-#[derive(Clone, Copy)]
-#[repr(u8)]
-enum Domain {
-    Key = b'K',
-    Fingerprint = b'F',
-    ArgumentsKey = b'A',
-}
-
-impl KeyHasher {
-    /// The default hasher: plain BLAKE3 over the canonical encoding.
-    pub const fn unkeyed() -> Self {
-        Self { secret: None }
-    }
-
-    /// A hasher keyed with `secret` (any length; it is stretched with BLAKE3's key
-    /// derivation, so use a long random secret).
-    pub fn keyed(secret: impl AsRef<[u8]>) -> Self {
-        Self {
-            secret: Some(blake3::derive_key(
-                "idem 2026 key hasher secret v1",
-                secret.as_ref(),
-            )),
-        }
-    }
-
-    /// The key of `value` in `namespace` (a function's name and qualifiers such as its
-    /// `Self` type or type arguments).
-    pub fn key<K: Serialize + ?Sized>(&self, namespace: &[&str], value: &K) -> Result<Key, Error> {
-        self.digest(Domain::Key, namespace, |enc| value.serialize(enc))
-            .map(Key)
-    }
-
-    /// The fingerprint of a call's arguments (usually a tuple of references).
-    pub fn fingerprint<A: Serialize + ?Sized>(&self, args: &A) -> Result<Fingerprint, Error> {
-        self.digest(Domain::Fingerprint, &[], |enc| args.serialize(enc))
-            .map(Fingerprint)
-    }
-
-    /// The key used when a function has no `key = ".."`: derived from the namespace and the
-    /// fingerprint of all its arguments, so they are encoded and hashed once.
-    pub fn key_from_fingerprint(&self, namespace: &[&str], fingerprint: &Fingerprint) -> Key {
-        let digest = self.digest(Domain::ArgumentsKey, namespace, |enc| {
-            enc.out.extend_from_slice(&fingerprint.0);
-            Ok(())
-        });
-        Key(digest.expect("writing bytes into the buffer cannot fail"))
-    }
-
-    fn digest(
-        &self,
-        domain: Domain,
-        namespace: &[&str],
-        write: impl FnOnce(&mut Encoder<'_>) -> Result<(), EncodeError>,
-    ) -> Result<[u8; 32], Error> {
-        with_buffer(|buf| {
-            buf.extend_from_slice(b"idem");
-            buf.push(ENCODING_VERSION);
-            buf.push(domain as u8);
-            let mut enc = Encoder { out: buf };
-            for part in namespace {
-                enc.write_str(part);
-            }
-            write(&mut enc).map_err(|e| Error::codec(format!("cannot encode key: {}", e.0)))?;
-            let hash = match &self.secret {
-                None => blake3::hash(buf),
-                Some(secret) => blake3::keyed_hash(secret, buf),
-            };
-            Ok(*hash.as_bytes())
-        })
-    }
-}
-
-/// The `BuildHasher` of in-memory maps keyed by [`Key`] (or tuples containing one).
-///
-/// A key is already a uniformly distributed BLAKE3 digest, so SipHash over its 32 bytes
-/// (std's default, ~10% of an in-memory hit) buys nothing; `foldhash`'s fast hasher, seeded
-/// per map, is enough.
-pub(crate) type KeyHashBuilder = foldhash::fast::RandomState;
-
-/// Runs `f` with an empty scratch buffer, reusing one per thread.
-fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    thread_local! {
-        static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
-    }
-    BUFFER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            let result = f(&mut buf);
-            if buf.capacity() > 64 * 1024 {
-                *buf = Vec::with_capacity(512);
-            }
-            result
-        }
-        // A `Serialize` impl that itself derives a key: give it its own buffer.
-        Err(_) => f(&mut Vec::new()),
-    })
-}
 
 /// Tags of the canonical encoding. Each value starts with one; `END` closes sequences,
 /// maps and structs, and is never the start of a value.
@@ -298,7 +50,17 @@ pub(crate) struct Encoder<'a> {
     out: &'a mut Vec<u8>,
 }
 
-impl Encoder<'_> {
+impl<'a> Encoder<'a> {
+    /// An encoder appending to `out`.
+    pub(super) fn new(out: &'a mut Vec<u8>) -> Self {
+        Self { out }
+    }
+
+    /// Appends `bytes` as they are, untagged (a digest already hashed into this one).
+    pub(super) fn write_raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
     fn write_varint(&mut self, n: u128) {
         match u64::try_from(n) {
             Ok(n) => self.write_varint64(n),
@@ -361,7 +123,7 @@ impl Encoder<'_> {
     }
 
     #[inline]
-    fn write_str(&mut self, s: &str) {
+    pub(super) fn write_str(&mut self, s: &str) {
         self.out.reserve(s.len() + 11);
         self.out.push(tag::STR);
         self.write_varint64(s.len() as u64);
@@ -446,18 +208,9 @@ impl<'e, 'a> MapEncoder<'e, 'a> {
             for (i, slot) in order.iter_mut().enumerate() {
                 *slot = i;
             }
-            if order.len() <= INLINE_ENTRIES {
-                // Insertion sort: stable, no allocation, fast for a few entries.
-                for i in 1..order.len() {
-                    let mut j = i;
-                    while j > 0 && out[key(order[j - 1])] > out[key(order[j])] {
-                        order.swap(j - 1, j);
-                        j -= 1;
-                    }
-                }
-            } else {
-                order.sort_by(|&a, &b| out[key(a)].cmp(&out[key(b)]));
-            }
+            // Stable, so equal keys keep their order; std sorts a few entries by insertion,
+            // without allocating.
+            order.sort_by(|&a, &b| out[key(a)].cmp(&out[key(b)]));
             // Append the entries in order after the map, then move them into place.
             out.reserve(end - start);
             for &i in order.iter() {
@@ -727,7 +480,7 @@ mod tests {
 
     fn encode<T: Serialize>(v: &T) -> Vec<u8> {
         let mut out = Vec::new();
-        v.serialize(&mut Encoder { out: &mut out }).unwrap();
+        v.serialize(&mut Encoder::new(&mut out)).unwrap();
         out
     }
 
@@ -800,7 +553,7 @@ mod tests {
             let sorted: BTreeMap<String, u32> = forward.iter().cloned().collect();
             let as_map = |entries: &Vec<(String, u32)>| {
                 let mut out = Vec::new();
-                let mut enc = Encoder { out: &mut out };
+                let mut enc = Encoder::new(&mut out);
                 let mut map =
                     ser::Serializer::serialize_map(&mut enc, Some(entries.len())).unwrap();
                 for (k, v) in entries {
@@ -812,21 +565,5 @@ mod tests {
             assert_eq!(as_map(&forward), as_map(&backward), "{n}");
             assert_eq!(as_map(&forward), encode(&sorted), "{n}");
         }
-    }
-
-    #[test]
-    fn hex_round_trips_and_rejects_garbage() {
-        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
-        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(Key::from_bytes(bytes).to_hex(), expected);
-        assert_eq!(Fingerprint::from_bytes(bytes).to_string(), expected);
-        assert_eq!(
-            format!("{:?}", Key::from_bytes(bytes)),
-            format!("Key({expected})")
-        );
-        let key = KeyHasher::unkeyed().key(&["n"], &1).unwrap();
-        assert_eq!(Key::from_hex(&key.to_hex()).unwrap(), key);
-        assert!(Key::from_hex("zz").is_err());
-        assert!(Key::from_hex(&"g".repeat(64)).is_err());
     }
 }
