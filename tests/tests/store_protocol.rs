@@ -29,8 +29,11 @@ use tests::redis_server::{RedisServer, shared_redis, unique};
 async fn stores() -> Vec<(&'static str, SharedStore, Option<RedisServer>)> {
     let mut out = vec![("moka", SharedStore::new(MokaStore::new()), None)];
     if let Some((url, guard)) = shared_redis() {
+        // A generous response timeout: thousands of schedules at once on a busy CI machine
+        // must not turn a slow reply into a failed schedule.
         let store = RedisStore::builder(url)
             .prefix(unique("protocol"))
+            .response_timeout(Duration::from_secs(5))
             .build()
             .await
             .unwrap();
