@@ -317,7 +317,7 @@ impl<C> Call<'_, C> {
     }
 
     /// Runs the body while holding the claim, renewing its lease, then stores the outcome.
-    async fn hold<T, E, Fut>(
+    pub(crate) async fn hold<T, E, Fut>(
         self,
         token: Token,
         body: Fut,
@@ -411,7 +411,7 @@ impl<C> Call<'_, C> {
         }
     }
 
-    fn replay<T, E>(&self, record: &Arc<Record>, outcome: Outcome) -> Result<T, E>
+    pub(crate) fn replay<T, E>(&self, record: &Arc<Record>, outcome: Outcome) -> Result<T, E>
     where
         C: OutcomeCodec<T, E>,
         E: From<Error>,

@@ -23,9 +23,11 @@ use super::key_header::{self, KeyError};
 use super::layer::Shared;
 use super::problem::Problem;
 use super::wire::Stored;
-use crate::call::Call;
+use crate::call::{Call, InFlight};
 use crate::error::{BoxError, Error};
+use crate::event::{self, Outcome};
 use crate::global::default_store;
+use crate::store::Claim;
 
 /// The header a replayed response carries (`Idempotent-Replayed: true`); the first response
 /// does not.
@@ -229,16 +231,11 @@ where
     };
     let req = Request::from_parts(parts, ReqBody::from(bytes));
     let (spec, rules) = (shared.spec, config.capture);
-    let run = async move {
+    // The handler's future is built and boxed only once the key is claimed: a replay
+    // never builds it, and the call does not carry its size through every state.
+    let body = async move {
         let mut inner = inner;
-        let call = Call {
-            spec,
-            store: &store,
-            key,
-            fingerprint,
-            codec: WireCodec,
-        };
-        call.execute(async move {
+        Box::pin(async move {
             match inner.call(req).await {
                 Ok(response) => capture(response, rules).await,
                 Err(err) => Err(Failure::Service(err)),
@@ -246,7 +243,57 @@ where
         })
         .await
     };
+    // A store that answers without I/O (in memory) is asked here: a replay, a refused
+    // duplicate or a store error is answered without a task; a claim is handed to one.
+    let claim = store
+        .store()
+        .claim_now(&key, &fingerprint, spec.lease)
+        .filter(|claim| match claim {
+            Ok(Claim::InProgress(_)) => spec.in_flight == InFlight::Reject,
+            _ => true,
+        });
+    let call = Call {
+        spec,
+        store: &store,
+        key,
+        fingerprint,
+        codec: WireCodec,
+    };
+    let token = match claim {
+        Some(Ok(Claim::Completed(record))) => {
+            return route.in_scope(|| respond(call.replay(&record, Outcome::Replayed)));
+        }
+        Some(Ok(Claim::InProgress(_))) => {
+            route.in_scope(|| event::emit(spec, &key, Outcome::Rejected));
+            return respond(Err(Failure::Idem(Error::InProgress)));
+        }
+        Some(Err(err)) => {
+            route.in_scope(|| event::store_error(spec, &key, "claim", &err));
+            return respond(Err(Failure::Idem(err)));
+        }
+        Some(Ok(Claim::Claimed { token, taken_over })) => {
+            if taken_over {
+                route.in_scope(|| event::emit(spec, &key, Outcome::TakenOver));
+            }
+            Some(token)
+        }
+        None => None,
+    };
     // Its own task: dropping this future (the client left) does not cancel the handler.
+    let run = async move {
+        let call = Call {
+            spec,
+            store: &store,
+            key,
+            fingerprint,
+            codec: WireCodec,
+        };
+        // Boxed: the spawn moves a pointer, not kilobytes of state.
+        match token {
+            Some(token) => Box::pin(call.hold(token, body, None)).await,
+            None => Box::pin(call.execute(body)).await,
+        }
+    };
     let task = shared.tasks.spawn(run.instrument(route));
     let outcome = match task.await {
         Ok(outcome) => outcome,
