@@ -583,5 +583,7 @@ async fn each_message_emits_an_event_with_stream_consumer_sequence_delivery_and_
         undecodable.contains("ERROR") && undecodable.contains("error="),
         "{undecodable}"
     );
+    // What the handler's idempotent call did.
+    assert!(acked.contains("call=\"executed\""), "{acked}");
     fx.delete().await;
 }

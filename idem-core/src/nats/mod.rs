@@ -79,6 +79,7 @@ use async_nats::jetstream::{AckKind, Message};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+use crate::event::Outcome as CallOutcome;
 pub use outcome::{HandlerError, Outcome};
 use outcome::{Verdict, verdict};
 
@@ -239,7 +240,9 @@ impl Processor {
     /// acks, and answers the broker: double ack when the handler returned `Ok`, nak with
     /// a delay when its key is in progress or it failed, terminate when the message or
     /// its key's content is wrong. Emits one `tracing` event (target `idem::nats`) with the
-    /// stream, consumer, stream sequence, delivery count and outcome.
+    /// stream, consumer, stream sequence, delivery count and outcome, and what the
+    /// handler's idempotent call did (`call`: `executed`, `replayed`, `rejected`, ..; see
+    /// [`observe`](crate::observe)).
     ///
     /// The handler should be an `#[idempotent(in_flight = "reject")]` fn (or call one):
     /// `reject` makes a duplicate that arrives while the first is running come back here
@@ -281,7 +284,7 @@ impl Processor {
                 let outcome = self
                     .answer(message, AckKind::Term, Outcome::Undecodable)
                     .await;
-                report(message, outcome, Some(&err));
+                report(message, outcome, None, Some(&err));
                 return outcome;
             }
         };
@@ -290,11 +293,12 @@ impl Processor {
             .as_ref()
             .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|id| id.as_str().to_owned());
-        let result = progress::while_running(
+        // `observe` tells whether the handler's idempotent call executed or replayed.
+        let (result, call) = crate::observe(progress::while_running(
             message,
             self.progress,
             handler(Delivery { payload, msg_id }),
-        )
+        ))
         .await;
         let (outcome, error) = match &result {
             Ok(_) => (
@@ -327,7 +331,7 @@ impl Processor {
                 (outcome, Some(err as &dyn std::fmt::Display))
             }
         };
-        report(message, outcome, error);
+        report(message, outcome, call, error);
         outcome
     }
 
@@ -396,12 +400,18 @@ where
 }
 
 /// The one tracing event of a processed message.
-fn report(message: &Message, outcome: Outcome, error: Option<&dyn std::fmt::Display>) {
+fn report(
+    message: &Message,
+    outcome: Outcome,
+    call: Option<CallOutcome>,
+    error: Option<&dyn std::fmt::Display>,
+) {
     let info = message.info().ok();
     let stream = info.as_ref().map_or("", |info| info.stream);
     let consumer = info.as_ref().map_or("", |info| info.consumer);
     let sequence = info.as_ref().map_or(0, |info| info.stream_sequence);
     let delivered = info.as_ref().map_or(0, |info| info.delivered);
+    let call = call.map(CallOutcome::as_str);
     let error = error.map(tracing::field::display);
     macro_rules! event {
         ($level:expr) => {
@@ -413,6 +423,7 @@ fn report(message: &Message, outcome: Outcome, error: Option<&dyn std::fmt::Disp
                 stream_sequence = sequence,
                 delivered,
                 outcome = outcome.as_str(),
+                call,
                 error,
             )
         };
