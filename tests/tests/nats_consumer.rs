@@ -587,3 +587,39 @@ async fn each_message_emits_an_event_with_stream_consumer_sequence_delivery_and_
     assert!(acked.contains("call=\"executed\""), "{acked}");
     fx.delete().await;
 }
+
+/// The crash drill of `examples/examples/orders_consumer.rs` (built here as the
+/// `orders_consumer` binary): consumer processes writing orders to PostgreSQL in the
+/// handler's transaction, SIGKILLed 6 times — at a random moment, after the write before
+/// the commit, and after the commit before the ack — then one left to finish.
+#[test]
+fn the_crash_drill_writes_each_order_exactly_once_and_leaves_nothing_unacked() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orders_consumer"))
+        .args(["--crash-drill", "--kills", "6"])
+        .output()
+        .expect("run the crash drill");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let figure = |label: &str| -> String {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` in:\n{stdout}"));
+        line[label.len()..].trim().to_owned()
+    };
+    assert_eq!(figure("events published:"), "200", "{stdout}");
+    assert_eq!(figure("orders written:"), "150 (150 distinct)", "{stdout}");
+    assert_eq!(figure("messages left unacked:"), "0", "{stdout}");
+    let kills = figure("kills:");
+    assert!(kills.starts_with("6 ("), "{stdout}");
+    // At least one kill landed after a commit whose message had not been acked.
+    let confirmed: usize = kills
+        .rsplit(", ")
+        .next()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(confirmed >= 1, "{stdout}");
+    eprintln!("{stdout}");
+}
