@@ -4,13 +4,12 @@
 //! one poller. A leader's claim that fails fails its followers at once with the same error
 //! (an outage is not handed out one caller at a time).
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use tokio::sync::watch;
 
 use crate::error::SharedError;
-use crate::key::{Key, KeyHashBuilder};
+use crate::key::{Key, ShardedMap};
 use crate::store::Record;
 
 type FlightId = (usize, Key);
@@ -32,19 +31,8 @@ impl Published {
     }
 }
 
-const SHARDS: usize = 16;
-
-type Flights = HashMap<FlightId, watch::Receiver<Published>, KeyHashBuilder>;
-
-static FLIGHTS: LazyLock<[Mutex<Flights>; SHARDS]> = LazyLock::new(|| {
-    std::array::from_fn(|_| Mutex::new(HashMap::with_hasher(KeyHashBuilder::default())))
-});
-
-fn shard(id: &FlightId) -> std::sync::MutexGuard<'static, Flights> {
-    FLIGHTS[id.1.as_bytes()[0] as usize % SHARDS]
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static FLIGHTS: LazyLock<ShardedMap<FlightId, watch::Receiver<Published>>> =
+    LazyLock::new(ShardedMap::new);
 
 /// Either lead the flight for a key, or follow the one already under way.
 pub(crate) enum Joined {
@@ -55,7 +43,7 @@ pub(crate) enum Joined {
 /// Joins the flight for `key` on the store `store_id`, or starts it.
 pub(crate) fn join(store_id: usize, key: Key) -> Joined {
     let id = (store_id, key);
-    let mut flights = shard(&id);
+    let mut flights = FLIGHTS.lock(&key);
     if let Some(rx) = flights.get(&id) {
         return Joined::Follow(rx.clone());
     }
@@ -84,6 +72,6 @@ impl FlightLead {
 impl Drop for FlightLead {
     fn drop(&mut self) {
         // Only the leader inserts and removes its flight, so the entry is this one.
-        shard(&self.id).remove(&self.id);
+        FLIGHTS.lock(&self.id.1).remove(&self.id);
     }
 }

@@ -5,9 +5,7 @@
 //! separate map that is never evicted, so a running call is never forgotten. Waiters
 //! subscribe to the claim and are woken the moment it is completed or released: no polling.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,7 +14,7 @@ use moka::notification::RemovalCause;
 use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::key::{Fingerprint, Key, KeyHashBuilder};
+use crate::key::{Fingerprint, Key, KeyHashBuilder, ShardedMap};
 use crate::store::{BoxFuture, ChangeNotice, Claim, Record, Store, Token, after};
 
 /// The default bound on completed records.
@@ -28,8 +26,6 @@ pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 /// What a completed record costs besides its value: its key and fingerprint (32 bytes
 /// each) and the cache's bookkeeping, roughly.
 const RECORD_OVERHEAD: u64 = 128;
-
-const CLAIM_SHARDS: usize = 16;
 
 /// An in-process [`Store`] backed by `moka`: bounded, per-entry TTL, waiters notified.
 ///
@@ -49,7 +45,7 @@ const CLAIM_SHARDS: usize = 16;
 /// ```
 pub struct MokaStore {
     completed: moka::sync::Cache<Key, Completed, KeyHashBuilder>,
-    claims: [Mutex<HashMap<Key, ClaimSlot, KeyHashBuilder>>; CLAIM_SHARDS],
+    claims: ShardedMap<Key, ClaimSlot>,
     next_token: AtomicU64,
 }
 
@@ -159,9 +155,7 @@ impl MokaStoreBuilder {
             .build_with_hasher(KeyHashBuilder::default());
         MokaStore {
             completed,
-            claims: std::array::from_fn(|_| {
-                Mutex::new(HashMap::with_hasher(KeyHashBuilder::default()))
-            }),
+            claims: ShardedMap::new(),
             next_token: AtomicU64::new(1),
         }
     }
@@ -195,22 +189,11 @@ impl MokaStore {
         }
     }
 
-    fn shard(
-        &self,
-        key: &Key,
-    ) -> std::sync::MutexGuard<'_, HashMap<Key, ClaimSlot, KeyHashBuilder>> {
-        let index = key.as_bytes()[0] as usize % CLAIM_SHARDS;
-        // A panic never happens while the lock is held, but stay usable if one did.
-        self.claims[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn try_claim(&self, key: &Key, lease: Duration) -> Claim {
         if let Some(done) = self.completed.get(key) {
             return Claim::Completed(done.record);
         }
-        let mut claims = self.shard(key);
+        let mut claims = self.claims.lock(key);
         // `complete` stores the record before it removes the claim, under this lock.
         if let Some(done) = self.completed.get(key) {
             return Claim::Completed(done.record);
@@ -238,7 +221,7 @@ impl MokaStore {
 
     /// Removes the claim if `token` holds it; runs `before_remove` first, under the lock.
     fn end_claim(&self, key: &Key, token: Token, before_remove: impl FnOnce()) -> bool {
-        let mut claims = self.shard(key);
+        let mut claims = self.claims.lock(key);
         match claims.get(key) {
             Some(slot) if slot.token == token => {
                 before_remove();
@@ -276,7 +259,7 @@ impl Store for MokaStore {
         token: Token,
         lease: Duration,
     ) -> BoxFuture<'a, Result<bool, Error>> {
-        let mut claims = self.shard(key);
+        let mut claims = self.claims.lock(key);
         let renewed = match claims.get_mut(key) {
             Some(slot) if slot.token == token => {
                 slot.expires = after(Instant::now(), lease);
@@ -308,7 +291,7 @@ impl Store for MokaStore {
     }
 
     fn forget<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, Error>> {
-        let claim = self.shard(key).remove(key).is_some();
+        let claim = self.claims.lock(key).remove(key).is_some();
         let completed = self.completed.remove(key).is_some();
         Box::pin(std::future::ready(Ok(claim || completed)))
     }

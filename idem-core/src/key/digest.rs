@@ -197,13 +197,6 @@ impl KeyHasher {
     }
 }
 
-/// The `BuildHasher` of in-memory maps keyed by [`Key`] (or tuples containing one).
-///
-/// A key is already a uniformly distributed BLAKE3 digest, so SipHash over its 32 bytes
-/// (std's default, ~10% of an in-memory hit) buys nothing; `foldhash`'s fast hasher, seeded
-/// per map, is enough.
-pub(crate) type KeyHashBuilder = foldhash::fast::RandomState;
-
 /// Runs `f` with an empty scratch buffer, reusing one per thread.
 fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {

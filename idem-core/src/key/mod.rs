@@ -11,6 +11,7 @@
 
 mod digest;
 mod encoder;
+mod map;
 
-pub(crate) use digest::KeyHashBuilder;
 pub use digest::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
+pub(crate) use map::{KeyHashBuilder, ShardedMap};
