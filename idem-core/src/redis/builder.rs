@@ -60,6 +60,7 @@ pub(super) enum Target {
 /// # }
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct RedisStoreBuilder {
     target: Target,
     prefix: String,
