@@ -142,7 +142,7 @@ pub(super) fn claim_value_into(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let deadline = u64::try_from((now + lease).as_millis()).unwrap_or(u64::MAX);
+    let deadline = u64::try_from(now.saturating_add(lease).as_millis()).unwrap_or(u64::MAX);
     let mut scratch = [0u8; 20];
     let digits = decimal(deadline, &mut scratch);
     let end = CLAIM_PREFIX_LEN + digits.len();
