@@ -282,6 +282,62 @@ async fn the_redis_key_is_the_hash_under_the_prefix_and_holds_no_raw_arguments()
     assert_eq!(ctx.runs(), 2);
 }
 
+/// A claim is the tag, the version and the token: no deadline after it (nothing read it).
+/// A claim an earlier version wrote, with its deadline, is still a live claim, and its
+/// holder's `renew`, `complete` and `release` still find it theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_holds_only_its_token_and_a_claim_with_a_deadline_is_still_read() {
+    let (url, _server) = shared_or_skip!();
+    let prefix = unique("claim-layout");
+    let store = prefixed_store(&url, &prefix).await;
+    let (key, other) = (key_of("claim-layout-1"), key_of("claim-layout-2"));
+    let fp = KeyHasher::unkeyed().fingerprint(&1u64).unwrap();
+    let lease = Duration::from_secs(10);
+    let mut conn = raw_conn(&url).await;
+
+    let idem_core::Claim::Claimed { token, .. } = store.claim(&key, &fp, lease).await.unwrap()
+    else {
+        panic!("a free key is claimed");
+    };
+    let claim: Vec<u8> = redis::cmd("GET")
+        .arg(store.redis_key(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let expected = [
+        &[b'C', idem_core::RECORD_VERSION][..],
+        format!("{:032x}", token.get()).as_bytes(),
+    ]
+    .concat();
+    assert_eq!(claim, expected, "tag, version, token and nothing else");
+    assert!(store.renew(&key, token, lease).await.unwrap());
+    let renewed: Vec<u8> = redis::cmd("GET")
+        .arg(store.redis_key(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(renewed, expected, "a renewal writes the same value");
+
+    // As an earlier version wrote it: the deadline in ms after the token.
+    let mut older = expected.clone();
+    older.extend_from_slice(b"1767225600000");
+    let _: () = redis::cmd("SET")
+        .arg(store.redis_key(&other))
+        .arg(&older)
+        .arg("PX")
+        .arg(10_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.claim(&other, &fp, lease).await.unwrap(),
+        idem_core::Claim::InProgress(_)
+    ));
+    assert!(store.renew(&other, token, lease).await.unwrap());
+    assert!(store.release(&other, token).await.unwrap());
+    assert!(store.release(&key, token).await.unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenced() {
     let (url, _server) = shared_or_skip!();

@@ -6,14 +6,12 @@
 //! Each idempotency key is one Redis string at `{prefix}:{key hex}` (the prefix defaults to
 //! `idem`; the key is the 64-hex-digit hash, never the raw arguments). Its value is either
 //!
-//! - a **claim**: `C`, the record version byte, the holder's 128-bit fencing token as 32 hex
-//!   digits, then the lease deadline in milliseconds since the Unix epoch on the holder's
-//!   clock (decimal). The deadline is informational: the key's own expiry (`PX`) *is* the
-//!   lease, set when the claim is taken and reset by each renewal, so Redis removes a claim
-//!   whose lease lapsed and the next claim finds the key free. (Releases of idem before the
-//!   native claim compare the deadline with the server's clock in their claim script; it
-//!   is kept so that they still see a live claim as live during a rolling upgrade, as long
-//!   as the clocks agree within a fraction of the lease.) Or
+//! - a **claim**: `C`, the record version byte, and the holder's 128-bit fencing token as
+//!   32 hex digits. The key's own expiry (`PX`) *is* the lease, set when the claim is taken
+//!   and reset by each renewal, so Redis removes a claim whose lease lapsed and the next
+//!   claim finds the key free. (Earlier versions also wrote the lease deadline in decimal
+//!   after the token; nothing read it, so it is no longer written, and a claim that has it
+//!   — from a process not yet upgraded during a deploy — is still read as a claim.) Or
 //! - a **record**: `R`, the record version byte, the 32-byte payload fingerprint, then the
 //!   encoded outcome; the key's TTL is the function's `ttl`.
 //!

@@ -7,8 +7,8 @@ use redis::Value;
 
 use super::RedisStore;
 use super::wire::{
-    CLAIM_VALUE_MAX, SCRIPTS, claim_prefix, claim_value, claim_value_into, encode_record,
-    int_reply, millis_arg, millis_into, new_token, parse_claim, redis_key_into, unexpected,
+    CLAIM_PREFIX_LEN, SCRIPTS, claim_prefix, claim_prefix_into, encode_record, int_reply,
+    millis_arg, millis_into, new_token, parse_claim, redis_key_into, unexpected,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
@@ -28,13 +28,13 @@ impl Store for RedisStore {
             let token = new_token();
             // The hit path: every argument is written on the stack.
             let (mut key_buf, mut value_buf, mut px_buf) =
-                ([0; 160], [0; CLAIM_VALUE_MAX], [0; 20]);
+                ([0; 160], [0; CLAIM_PREFIX_LEN], [0; 20]);
             let mut set = redis::cmd("SET");
             match redis_key_into(&self.inner.prefix, key, &mut key_buf) {
                 Some(redis_key) => set.arg(redis_key),
                 None => set.arg(self.redis_key(key)),
             };
-            set.arg(claim_value_into(token, lease, &mut value_buf))
+            set.arg(claim_prefix_into(token, &mut value_buf))
                 .arg("NX")
                 .arg("PX")
                 .arg(millis_into(lease, &mut px_buf))
@@ -78,9 +78,7 @@ impl Store for RedisStore {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let mut invocation = SCRIPTS.renew.key(self.redis_key(key));
-            invocation
-                .arg(claim_value(token, lease))
-                .arg(millis_arg(lease));
+            invocation.arg(claim_prefix(token)).arg(millis_arg(lease));
             let reply = self.inner.runner.invoke("renew", &invocation).await?;
             int_reply("renew", reply)
         })

@@ -21,7 +21,8 @@ pub(super) const CLAIM_PREFIX_LEN: usize = 34;
 const RECORD_HEADER_LEN: usize = 34;
 
 /// `KEYS[1]` the record; `ARGV[1]` the renewed claim value (its first 34 bytes name the
-/// holder); `ARGV[2]` the lease in ms. Renews our claim only: an absent key (forgotten, or
+/// holder, and are all it has since the deadline is no longer written); `ARGV[2]` the
+/// lease in ms. Renews our claim only: an absent key (forgotten, or
 /// our lease lapsed), another claim or a record means the claim is lost.
 const RENEW_LUA: &str = r#"
 local v = redis.pcall('GET', KEYS[1])
@@ -93,61 +94,25 @@ pub(super) fn new_token() -> Token {
     Token::new(START.wrapping_add(u128::from(count)))
 }
 
-/// The first 34 bytes of a claim value held by `token`: tag, version, token in hex.
+/// The claim value held by `token`: tag, version, token in hex. Claims written before
+/// this version also carried a decimal lease deadline after the token; nothing ever read
+/// it (the key's `PX` is the lease), so it is no longer written and still accepted (see
+/// [`is_claim`]). The scripts compare a value's first [`CLAIM_PREFIX_LEN`] bytes only, so
+/// both forms name the same holder.
 pub(super) fn claim_prefix(token: Token) -> Vec<u8> {
-    let mut out = Vec::with_capacity(CLAIM_PREFIX_LEN + 20);
-    push_claim_prefix(&mut out, token);
-    out
+    claim_prefix_into(token, &mut [0; CLAIM_PREFIX_LEN]).to_vec()
 }
 
-fn push_claim_prefix(out: &mut Vec<u8>, token: Token) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(CLAIM_TAG);
-    out.push(RECORD_VERSION);
-    out.extend(
-        token
-            .get()
-            .to_be_bytes()
-            .iter()
-            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]),
-    );
-}
-
-/// A whole claim value held by `token` for `lease` from now: the prefix, then the lease
-/// deadline in ms since the Unix epoch on this process's clock (informational: the key's
-/// `PX` is the lease).
-pub(super) fn claim_value(token: Token, lease: Duration) -> Vec<u8> {
-    claim_value_into(token, lease, &mut [0; CLAIM_VALUE_MAX]).to_vec()
-}
-
-/// The longest claim value: the prefix and a `u64` of decimal digits.
-pub(super) const CLAIM_VALUE_MAX: usize = CLAIM_PREFIX_LEN + 20;
-
-/// [`claim_value`] written into `out` (no allocation, for the hit path).
-pub(super) fn claim_value_into(
-    token: Token,
-    lease: Duration,
-    out: &mut [u8; CLAIM_VALUE_MAX],
-) -> &[u8] {
+/// [`claim_prefix`] written into `out` (no allocation, for the hit path).
+pub(super) fn claim_prefix_into(token: Token, out: &mut [u8; CLAIM_PREFIX_LEN]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out[0] = CLAIM_TAG;
     out[1] = RECORD_VERSION;
-    for (pair, b) in out[2..CLAIM_PREFIX_LEN]
-        .chunks_exact_mut(2)
-        .zip(token.get().to_be_bytes())
-    {
+    for (pair, b) in out[2..].chunks_exact_mut(2).zip(token.get().to_be_bytes()) {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0xf)];
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let deadline = u64::try_from(now.saturating_add(lease).as_millis()).unwrap_or(u64::MAX);
-    let mut scratch = [0u8; 20];
-    let digits = decimal(deadline, &mut scratch);
-    let end = CLAIM_PREFIX_LEN + digits.len();
-    out[CLAIM_PREFIX_LEN..end].copy_from_slice(digits);
-    &out[..end]
+    out
 }
 
 /// `n` in decimal, written at the end of `out`.
@@ -164,7 +129,8 @@ fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Whether `bytes` is a claim value this version writes or understands: tag, version, 32
-/// lowercase hex digits of token, then the decimal deadline (or nothing).
+/// lowercase hex digits of token, then nothing (this version) or the decimal deadline that
+/// earlier versions wrote (a claim of a process not yet upgraded during a deploy).
 fn is_claim(bytes: &[u8]) -> bool {
     match bytes {
         [CLAIM_TAG, RECORD_VERSION, rest @ ..] if rest.len() >= CLAIM_PREFIX_LEN - 2 => {
@@ -337,10 +303,10 @@ mod tests {
         );
         assert!(redis_key_into(&"p".repeat(100), &key, &mut [0; 160]).is_none());
         let token = Token::new(0xfeed_0000_0000_0000_0000_0000_0000_beef);
-        let mut buf = [0; CLAIM_VALUE_MAX];
-        let value = claim_value_into(token, Duration::from_secs(30), &mut buf);
+        let mut buf = [0; CLAIM_PREFIX_LEN];
+        let value = claim_prefix_into(token, &mut buf);
         assert!(is_claim(value));
-        assert_eq!(&value[..CLAIM_PREFIX_LEN], claim_prefix(token).as_slice());
+        assert_eq!(value, claim_prefix(token).as_slice());
         let record = Record::new(Fingerprint::from_bytes([9; 32]), b"O[1,2]".to_vec());
         assert_eq!(decode_owned_record(encode_record(&record)).unwrap(), record);
         assert!(decode_owned_record(b"R\x01short".to_vec()).is_err());
@@ -358,14 +324,21 @@ mod tests {
     #[test]
     fn claim_replies_are_classified() {
         let token = Token::new(0xfeed_0000_0000_0000_0000_0000_0000_beef);
-        let value = claim_value(token, Duration::from_secs(30));
-        assert_eq!(&value[..CLAIM_PREFIX_LEN], claim_prefix(token).as_slice());
-        assert_eq!(
-            &value[2..CLAIM_PREFIX_LEN],
-            b"feed000000000000000000000000beef"
-        );
+        let value = claim_prefix(token);
+        assert_eq!(value.len(), CLAIM_PREFIX_LEN, "no deadline after the token");
+        assert_eq!(&value[..2], &[CLAIM_TAG, RECORD_VERSION]);
+        assert_eq!(&value[2..], b"feed000000000000000000000000beef");
         assert!(is_claim(&value));
-        assert!(is_claim(&claim_prefix(token)), "the deadline may be absent");
+        let mut with_deadline = claim_prefix(token);
+        with_deadline.extend_from_slice(b"1767225600000");
+        assert!(
+            is_claim(&with_deadline),
+            "a claim written by an earlier version, with its deadline, is still a claim"
+        );
+        assert!(matches!(
+            parse_claim(Value::BulkString(with_deadline), token),
+            Ok(Claim::InProgress(_))
+        ));
 
         assert!(matches!(
             parse_claim(Value::Nil, token),
@@ -374,7 +347,7 @@ mod tests {
                 taken_over: false
             }) if t == token
         ));
-        let other = claim_value(new_token(), Duration::from_millis(1));
+        let other = claim_prefix(new_token());
         assert!(matches!(
             parse_claim(Value::BulkString(other), token),
             Ok(Claim::InProgress(_))
@@ -388,7 +361,7 @@ mod tests {
         bad_deadline.extend_from_slice(b"notanumber");
         let mut upper_hex = claim_prefix(token);
         upper_hex[2] = b'F';
-        let mut other_version = claim_value(token, Duration::from_secs(1));
+        let mut other_version = claim_prefix(token);
         other_version[1] = RECORD_VERSION + 1;
         for bad in [
             bad_deadline,
