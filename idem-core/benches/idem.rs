@@ -121,7 +121,6 @@ static DERIVE_SPEC: Spec = Spec {
     lease: Duration::from_secs(30),
     wait: Duration::from_secs(60),
     in_flight: InFlight::Wait,
-    cache_errors: false,
 };
 
 fn key_derivation(c: &mut Criterion) {

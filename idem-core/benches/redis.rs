@@ -74,7 +74,6 @@ static SPEC: Spec = Spec {
     lease: Duration::from_secs(30),
     wait: Duration::from_secs(60),
     in_flight: InFlight::Wait,
-    cache_errors: false,
 };
 
 /// The key idem derives for `charge_redis(req)`.

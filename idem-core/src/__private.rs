@@ -5,8 +5,9 @@ use std::future::Future;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::call::{ErrCodec, InFlight, Spec};
+pub use crate::call::ErrCodec;
 pub use crate::namespace::Site;
+pub use crate::spec::{InFlight, Spec};
 pub use core::time::Duration;
 
 /// Transaction mode (`#[idempotent(transaction = "tx")]`).

@@ -19,33 +19,8 @@ use crate::event::{self, Outcome};
 use crate::flight::{self, FlightLead, Joined, Published};
 use crate::global::{self, FRAME, Frame, idem_error};
 use crate::key::{Fingerprint, Key};
+use crate::spec::{InFlight, Spec};
 use crate::store::{self, Claim, NoticeKind, Record, SharedStore, Token};
-
-/// What a duplicate does while the first call for its key is still running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InFlight {
-    /// Wait (up to `wait`) for the first call's result.
-    Wait,
-    /// Fail at once with [`Error::InProgress`].
-    Reject,
-}
-
-/// The options of one `#[idempotent]` function, as the macro checked them.
-#[derive(Debug)]
-pub struct Spec {
-    /// The function's namespace (`name = ".."`, or module path and fn name).
-    pub name: &'static str,
-    /// How long a completed result is kept.
-    pub ttl: Duration,
-    /// How long a claim holds without renewal.
-    pub lease: Duration,
-    /// How long a waiting duplicate waits.
-    pub wait: Duration,
-    /// What a duplicate does while the first call runs.
-    pub in_flight: InFlight,
-    /// Whether `Err` outcomes are stored and replayed.
-    pub cache_errors: bool,
-}
 
 /// The first delay between two polls of a remote store, doubled up to [`POLL_MAX`].
 const POLL_START: Duration = Duration::from_millis(5);

@@ -2,9 +2,9 @@
 //! raw arguments). Target: `idem`. Each outcome also reaches [`observe`](crate::observe) and,
 //! with the `metrics` feature, the `metrics` facade.
 
-use crate::call::Spec;
 use crate::error::Error;
 use crate::key::Key;
+use crate::spec::Spec;
 
 /// What happened to an idempotent call: its `tracing` event's `outcome`, and what
 /// [`observe`](crate::observe) reports.

@@ -62,7 +62,8 @@ mod observe;
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
-mod store;
+mod spec;
+pub mod store;
 
 #[doc(hidden)]
 pub mod __private;
@@ -80,9 +81,11 @@ pub use postgres::{PostgresSource, PostgresStore, PostgresStoreBuilder};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, RedisStoreBuilder};
-pub use store::{
-    BoxFuture, ChangeNotice, Claim, RECORD_VERSION, Record, SharedStore, Store, Token,
-};
+pub use store::SharedStore;
+// The store-implementor API lives in `idem_core::store`; these root paths stay as aliases
+// so code written against them still compiles.
+#[doc(hidden)]
+pub use store::{BoxFuture, ChangeNotice, Claim, RECORD_VERSION, Record, Store, Token};
 
 #[cfg(feature = "macros")]
 pub use idem_macros::idempotent;

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::call::Spec;
 use crate::event::Outcome;
+use crate::spec::Spec;
 
 pub(crate) fn outcome(spec: &Spec, outcome: Outcome) {
     metrics::counter!(

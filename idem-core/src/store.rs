@@ -25,7 +25,7 @@ pub const RECORD_VERSION: u8 = 1;
 /// A fencing token: proof that the caller holds a claim. Unique per claim.
 ///
 /// ```
-/// let token = idem_core::Token::new(7);
+/// let token = idem_core::store::Token::new(7);
 /// assert_eq!(token.get(), 7);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,7 +52,8 @@ impl fmt::Debug for Token {
 /// A completed call's stored result: the encoded outcome and the arguments' fingerprint.
 ///
 /// ```
-/// use idem_core::{Fingerprint, Record};
+/// use idem_core::Fingerprint;
+/// use idem_core::store::Record;
 ///
 /// let record = Record::new(Fingerprint::from_bytes([1; 32]), b"O{\"id\":1}".to_vec());
 /// assert_eq!(record.value(), b"O{\"id\":1}");
@@ -98,7 +99,7 @@ impl fmt::Debug for Record {
 /// released; a remote store asks the caller to poll again after a bounded backoff.
 ///
 /// ```
-/// let notice = idem_core::ChangeNotice::poll();
+/// let notice = idem_core::store::ChangeNotice::poll();
 /// # drop(notice);
 /// ```
 pub struct ChangeNotice(pub(crate) NoticeKind);
@@ -156,7 +157,8 @@ pub enum Claim {
 /// synchronous fast paths.
 ///
 /// ```
-/// use idem_core::{MokaStore, SharedStore, Store};
+/// use idem_core::{MokaStore, SharedStore};
+/// use idem_core::store::Store;
 ///
 /// fn shared(store: impl Store) -> SharedStore {
 ///     SharedStore::new(store)

@@ -170,7 +170,6 @@ fn generate(
     } else {
         quote!(#private::InFlight::Wait)
     };
-    let cache_errors = args.cache_errors;
 
     // Where the function is (its enclosing fns, impl, trait) and the generic arguments it
     // runs with, from `type_name` of a closure and a local fn item in its body (see
@@ -274,7 +273,6 @@ fn generate(
                 lease: #lease,
                 wait: #wait,
                 in_flight: #in_flight,
-                cache_errors: #cache_errors,
             };
             let __idem_ids = #private::derive(
                 &__IDEM_SPEC,

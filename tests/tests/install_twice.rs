@@ -34,5 +34,8 @@ async fn install_twice_is_an_error_and_the_first_store_stays() {
         .claim(&key, &fp, Duration::from_secs(1))
         .await
         .unwrap();
-    assert!(matches!(claim, idem_core::Claim::Completed(_)), "{claim:?}");
+    assert!(
+        matches!(claim, idem_core::store::Claim::Completed(_)),
+        "{claim:?}"
+    );
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use idem_core::{KeyHasher, MokaStore, SharedStore, Store, idempotent};
+use idem_core::store::Store;
+use idem_core::{KeyHasher, MokaStore, SharedStore, idempotent};
 use serde::{Deserialize, Serialize};
 use tests::{IdemKind, TestError};
 
@@ -608,14 +609,14 @@ async fn bad_stored_data_is_a_codec_error_not_a_panic_or_a_rerun() {
         b"E\"cached error\"",
     ] {
         store.forget(&key).await.unwrap();
-        let idem_core::Claim::Claimed { token, .. } = store
+        let idem_core::store::Claim::Claimed { token, .. } = store
             .claim(&key, &fingerprint, Duration::from_secs(5))
             .await
             .unwrap()
         else {
             panic!("expected a fresh claim");
         };
-        let record = Arc::new(idem_core::Record::new(fingerprint, garbage.to_vec()));
+        let record = Arc::new(idem_core::store::Record::new(fingerprint, garbage.to_vec()));
         assert!(
             store
                 .complete(&key, token, record, Duration::from_secs(60))
@@ -666,7 +667,7 @@ async fn fencing_a_taken_over_holder_cannot_overwrite_or_delete() {
     let fp = hasher.fingerprint(&1).unwrap();
     let lease = Duration::from_millis(100);
 
-    let idem_core::Claim::Claimed {
+    let idem_core::store::Claim::Claimed {
         token: old,
         taken_over: false,
     } = store.claim(&key, &fp, lease).await.unwrap()
@@ -675,18 +676,18 @@ async fn fencing_a_taken_over_holder_cannot_overwrite_or_delete() {
     };
     assert!(matches!(
         store.claim(&key, &fp, lease).await.unwrap(),
-        idem_core::Claim::InProgress(_)
+        idem_core::store::Claim::InProgress(_)
     ));
     // The old holder stalls past its lease (a crash, a GC pause); a new caller takes over.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let idem_core::Claim::Claimed {
+    let idem_core::store::Claim::Claimed {
         token: new,
         taken_over: true,
     } = store.claim(&key, &fp, lease).await.unwrap()
     else {
         panic!("takeover after the lease")
     };
-    let late = Arc::new(idem_core::Record::new(fp, b"O\"late\"".to_vec()));
+    let late = Arc::new(idem_core::store::Record::new(fp, b"O\"late\"".to_vec()));
     assert!(!store.renew(&key, old, lease).await.unwrap());
     assert!(
         !store.release(&key, old).await.unwrap(),
@@ -698,7 +699,7 @@ async fn fencing_a_taken_over_holder_cannot_overwrite_or_delete() {
             .await
             .unwrap()
     );
-    let fresh = Arc::new(idem_core::Record::new(fp, b"O\"fresh\"".to_vec()));
+    let fresh = Arc::new(idem_core::store::Record::new(fp, b"O\"fresh\"".to_vec()));
     assert!(
         store
             .complete(&key, new, fresh, Duration::from_secs(60))
@@ -706,7 +707,7 @@ async fn fencing_a_taken_over_holder_cannot_overwrite_or_delete() {
             .unwrap()
     );
     match store.claim(&key, &fp, lease).await.unwrap() {
-        idem_core::Claim::Completed(record) => assert_eq!(record.value(), b"O\"fresh\""),
+        idem_core::store::Claim::Completed(record) => assert_eq!(record.value(), b"O\"fresh\""),
         other => panic!("expected the new holder's record, got {other:?}"),
     }
 }
@@ -718,7 +719,7 @@ async fn in_flight_claims_are_never_evicted() {
     let running = hasher.key(&["tests.evict"], &"running").unwrap();
     let fp = hasher.fingerprint(&"running").unwrap();
     let lease = Duration::from_secs(30);
-    let idem_core::Claim::Claimed { token, .. } =
+    let idem_core::store::Claim::Claimed { token, .. } =
         store.store().claim(&running, &fp, lease).await.unwrap()
     else {
         panic!("claim")
@@ -727,12 +728,12 @@ async fn in_flight_claims_are_never_evicted() {
     for i in 0..100u32 {
         let key = hasher.key(&["tests.evict"], &i).unwrap();
         let fp = hasher.fingerprint(&i).unwrap();
-        let idem_core::Claim::Claimed { token, .. } =
+        let idem_core::store::Claim::Claimed { token, .. } =
             store.store().claim(&key, &fp, lease).await.unwrap()
         else {
             panic!("claim {i}")
         };
-        let record = Arc::new(idem_core::Record::new(fp, b"O1".to_vec()));
+        let record = Arc::new(idem_core::store::Record::new(fp, b"O1".to_vec()));
         assert!(
             store
                 .store()
@@ -744,9 +745,9 @@ async fn in_flight_claims_are_never_evicted() {
     // The running claim is still held and can still complete.
     assert!(matches!(
         store.store().claim(&running, &fp, lease).await.unwrap(),
-        idem_core::Claim::InProgress(_)
+        idem_core::store::Claim::InProgress(_)
     ));
-    let record = Arc::new(idem_core::Record::new(fp, b"O2".to_vec()));
+    let record = Arc::new(idem_core::store::Record::new(fp, b"O2".to_vec()));
     assert!(
         store
             .store()
@@ -762,17 +763,17 @@ async fn durations_without_bound_saturate_instead_of_panicking() {
     let hasher = KeyHasher::unkeyed();
     let key = hasher.key(&["tests.saturate"], &1).unwrap();
     let fp = hasher.fingerprint(&1).unwrap();
-    let idem_core::Claim::Claimed { token, .. } =
+    let idem_core::store::Claim::Claimed { token, .. } =
         store.claim(&key, &fp, Duration::MAX).await.unwrap()
     else {
         panic!("claim")
     };
     assert!(matches!(
         store.claim(&key, &fp, Duration::MAX).await.unwrap(),
-        idem_core::Claim::InProgress(_)
+        idem_core::store::Claim::InProgress(_)
     ));
     assert!(store.renew(&key, token, Duration::MAX).await.unwrap());
-    let record = Arc::new(idem_core::Record::new(fp, b"O1".to_vec()));
+    let record = Arc::new(idem_core::store::Record::new(fp, b"O1".to_vec()));
     assert!(
         store
             .complete(&key, token, record, Duration::MAX)
@@ -781,7 +782,7 @@ async fn durations_without_bound_saturate_instead_of_panicking() {
     );
     assert!(matches!(
         store.claim(&key, &fp, Duration::MAX).await.unwrap(),
-        idem_core::Claim::Completed(_)
+        idem_core::store::Claim::Completed(_)
     ));
 }
 

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use idem_core::{
-    Claim, Error, Fingerprint, KeyHasher, PostgresStore, Record, SharedStore, Store, idempotent,
-};
+use idem_core::store::{Claim, Record, Store};
+use idem_core::{Error, Fingerprint, KeyHasher, PostgresStore, SharedStore, idempotent};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use tests::postgres::{Proxy, authority, drop_table, shared_postgres, unique_table, with_port};
 use tests::{IdemKind, TestError};
@@ -138,7 +137,10 @@ async fn a_first_call_runs_a_retry_replays_and_the_row_holds_only_the_hash() {
     .unwrap();
     let key: Vec<u8> = row.get(0);
     assert_eq!(key, key_of("order-1").as_bytes());
-    assert_eq!(row.get::<i16, _>(1), i16::from(idem_core::RECORD_VERSION));
+    assert_eq!(
+        row.get::<i16, _>(1),
+        i16::from(idem_core::store::RECORD_VERSION)
+    );
     assert_eq!(row.get::<i32, _>(2), 32);
     assert_eq!(row.get::<i32, _>(3), 16);
     let value: Vec<u8> = row.get(4);

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idem_core::{Claim, Error, KeyHasher, Record, RedisStore, Store};
+use idem_core::store::{Claim, Record, Store};
+use idem_core::{Error, KeyHasher, RedisStore};
 use tests::redis_server::{RedisServer, redis_available, unique};
 
 const LEASE: Duration = Duration::from_secs(30);

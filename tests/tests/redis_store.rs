@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use idem_core::{Error, KeyHasher, RedisStore, SharedStore, Store, idempotent};
+use idem_core::store::Store;
+use idem_core::{Error, KeyHasher, RedisStore, SharedStore, idempotent};
 use tests::redis_server::{RedisServer, free_port, redis_available, shared_redis, unique};
 use tests::{IdemKind, TestError};
 
@@ -252,7 +253,7 @@ async fn the_redis_key_is_the_hash_under_the_prefix_and_holds_no_raw_arguments()
         .await
         .unwrap();
     assert_eq!(value[0], b'R');
-    assert_eq!(value[1], idem_core::RECORD_VERSION);
+    assert_eq!(value[1], idem_core::store::RECORD_VERSION);
     let fp = KeyHasher::unkeyed().fingerprint(&(id, 4242u64)).unwrap();
     assert_eq!(&value[2..34], fp.as_bytes(), "then the payload fingerprint");
     assert_eq!(
@@ -357,7 +358,8 @@ async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenc
             .unwrap()
     };
 
-    let idem_core::Claim::Claimed { token: old, .. } = store.claim(&key, &fp, lease).await.unwrap()
+    let idem_core::store::Claim::Claimed { token: old, .. } =
+        store.claim(&key, &fp, lease).await.unwrap()
     else {
         panic!("a free key is claimed");
     };
@@ -368,7 +370,7 @@ async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenc
     );
     assert!(matches!(
         store.claim(&key, &fp, lease).await.unwrap(),
-        idem_core::Claim::InProgress(_)
+        idem_core::store::Claim::InProgress(_)
     ));
     // Half a lease later, a renewal gives it a whole lease again.
     tokio::time::sleep(lease / 2).await;
@@ -382,7 +384,7 @@ async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenc
         assert!(
             matches!(
                 store.claim(&key, &fp, lease).await.unwrap(),
-                idem_core::Claim::InProgress(_)
+                idem_core::store::Claim::InProgress(_)
             ),
             "taken over {:?} after the renewal, lease {lease:?}",
             renewed.elapsed()
@@ -391,7 +393,7 @@ async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenc
     }
     // Taken over once it ended.
     tokio::time::sleep((lease + Duration::from_millis(50)).saturating_sub(renewed.elapsed())).await;
-    let idem_core::Claim::Claimed {
+    let idem_core::store::Claim::Claimed {
         token: new,
         taken_over,
     } = store.claim(&key, &fp, lease).await.unwrap()
@@ -405,7 +407,7 @@ async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenc
     assert_ne!(old, new);
 
     // The old holder can neither renew, nor complete, nor release.
-    let stale = Arc::new(idem_core::Record::new(fp, b"O\"old\"".to_vec()));
+    let stale = Arc::new(idem_core::store::Record::new(fp, b"O\"old\"".to_vec()));
     assert!(!store.renew(&key, old, lease).await.unwrap());
     assert!(
         !store
@@ -414,7 +416,7 @@ async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenc
             .unwrap()
     );
     assert!(!store.release(&key, old).await.unwrap());
-    let fresh = Arc::new(idem_core::Record::new(fp, b"O\"new\"".to_vec()));
+    let fresh = Arc::new(idem_core::store::Record::new(fp, b"O\"new\"".to_vec()));
     assert!(
         store
             .complete(&key, new, fresh, Duration::from_secs(60))
@@ -434,7 +436,7 @@ async fn a_lapsed_claim_is_taken_over_after_its_lease_and_the_old_holder_is_fenc
     );
     assert!(!store.renew(&key, old, lease).await.unwrap());
     match store.claim(&key, &fp, lease).await.unwrap() {
-        idem_core::Claim::Completed(record) => assert_eq!(record.value(), b"O\"new\""),
+        idem_core::store::Claim::Completed(record) => assert_eq!(record.value(), b"O\"new\""),
         other => panic!("expected the new holder's record, got {other:?}"),
     }
 }
@@ -448,12 +450,13 @@ async fn a_forgotten_or_lapsed_claim_can_no_longer_be_renewed_or_completed() {
     let store = prefixed_store(&url, &unique("absent")).await;
     let fp = KeyHasher::unkeyed().fingerprint(&("absent", 1u64)).unwrap();
     let lease = Duration::from_millis(100);
-    let record = Arc::new(idem_core::Record::new(fp, b"O\"late\"".to_vec()));
+    let record = Arc::new(idem_core::store::Record::new(fp, b"O\"late\"".to_vec()));
     let mut raw = raw_conn(&url).await;
 
     for (case, forget) in [("forgotten", true), ("lapsed", false)] {
         let key = key_of(&format!("absent-{case}"));
-        let idem_core::Claim::Claimed { token, .. } = store.claim(&key, &fp, lease).await.unwrap()
+        let idem_core::store::Claim::Claimed { token, .. } =
+            store.claim(&key, &fp, lease).await.unwrap()
         else {
             panic!("a free key is claimed");
         };
@@ -484,18 +487,19 @@ async fn a_forgotten_or_lapsed_claim_can_no_longer_be_renewed_or_completed() {
         assert_eq!(exists, 0, "{case}: nothing was written to the absent key");
         assert!(matches!(
             store.claim(&key, &fp, lease).await.unwrap(),
-            idem_core::Claim::Claimed { .. }
+            idem_core::store::Claim::Claimed { .. }
         ));
     }
 
     // A stale token does not complete a key someone else holds.
     let key = key_of("absent-retaken");
-    let idem_core::Claim::Claimed { token, .. } = store.claim(&key, &fp, lease).await.unwrap()
+    let idem_core::store::Claim::Claimed { token, .. } =
+        store.claim(&key, &fp, lease).await.unwrap()
     else {
         panic!("a free key is claimed");
     };
     assert!(store.release(&key, token).await.unwrap());
-    let idem_core::Claim::Claimed { token: other, .. } =
+    let idem_core::store::Claim::Claimed { token: other, .. } =
         store.claim(&key, &fp, lease).await.unwrap()
     else {
         panic!("a released key is claimed");
@@ -663,7 +667,7 @@ async fn a_corrupt_value_is_a_codec_error_and_the_body_does_not_run() {
     let fp = KeyHasher::unkeyed()
         .fingerprint(&("bad-json", 1u64))
         .unwrap();
-    let mut record = vec![b'R', idem_core::RECORD_VERSION];
+    let mut record = vec![b'R', idem_core::store::RECORD_VERSION];
     record.extend_from_slice(fp.as_bytes());
     record.extend_from_slice(b"O{\"not\":\"a string\"");
     let _: () = redis::cmd("SET")

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use idem_core::{Fingerprint, KeyHasher, RedisStore, SharedStore, Store, idempotent};
+use idem_core::store::Store;
+use idem_core::{Fingerprint, KeyHasher, RedisStore, SharedStore, idempotent};
 use tests::redis_server::{RedisServer, redis_available};
 use tests::{IdemKind, TestError};
 
@@ -138,7 +139,7 @@ async fn wait_is_a_hard_bound_when_the_last_poll_hangs() {
             )
             .await
             .unwrap();
-        assert!(matches!(claim, idem_core::Claim::Claimed { .. }));
+        assert!(matches!(claim, idem_core::store::Claim::Claimed { .. }));
     }
     let ctx = Arc::new(Ctx {
         store: SharedStore::new(RedisStore::connect(&server.url()).await.unwrap()),
@@ -199,7 +200,7 @@ async fn durations_without_bound_saturate_in_the_redis_builder_and_store() {
         .unwrap();
     let key = KeyHasher::unkeyed().key(&["tests.faults.max"], &1).unwrap();
     let fingerprint = Fingerprint::from_bytes([0; 32]);
-    let idem_core::Claim::Claimed { token, .. } = store
+    let idem_core::store::Claim::Claimed { token, .. } = store
         .claim(&key, &fingerprint, Duration::MAX)
         .await
         .unwrap()
@@ -207,7 +208,7 @@ async fn durations_without_bound_saturate_in_the_redis_builder_and_store() {
         panic!("a fresh key is claimed");
     };
     assert!(store.renew(&key, token, Duration::MAX).await.unwrap());
-    let record = Arc::new(idem_core::Record::new(fingerprint, b"O1".to_vec()));
+    let record = Arc::new(idem_core::store::Record::new(fingerprint, b"O1".to_vec()));
     assert!(
         store
             .complete(&key, token, record, Duration::MAX)
@@ -219,6 +220,6 @@ async fn durations_without_bound_saturate_in_the_redis_builder_and_store() {
             .claim(&key, &fingerprint, Duration::MAX)
             .await
             .unwrap(),
-        idem_core::Claim::Completed(_)
+        idem_core::store::Claim::Completed(_)
     ));
 }

@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use idem_core::{
-    Claim, Fingerprint, Key, KeyHasher, MokaStore, Record, RedisStore, SharedStore, Token,
-    idempotent,
-};
+use idem_core::store::{Claim, Record, Token};
+use idem_core::{Fingerprint, Key, KeyHasher, MokaStore, RedisStore, SharedStore, idempotent};
 use tests::TestError;
 use tests::redis_server::{RedisServer, shared_redis, unique};
 

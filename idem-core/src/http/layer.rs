@@ -13,7 +13,7 @@ use super::capture::{CaptureRules, default_stores_status};
 use super::drain::Drain;
 use super::fingerprint::Scope;
 use super::service::IdempotencyService;
-use crate::call::{InFlight, Spec};
+use crate::spec::{InFlight, Spec};
 use crate::store::SharedStore;
 
 /// The longest duration a setting takes; longer ones are cut to it (no `Instant` overflow).
@@ -322,7 +322,6 @@ impl IdempotencyLayer {
                 } else {
                     InFlight::Reject
                 },
-                cache_errors: false,
             }))
         })
     }

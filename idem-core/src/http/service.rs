@@ -23,10 +23,11 @@ use super::key_header::{self, KeyError};
 use super::layer::Shared;
 use super::problem::Problem;
 use super::wire::Stored;
-use crate::call::{Call, InFlight};
+use crate::call::Call;
 use crate::error::{BoxError, Error};
 use crate::event::{self, Outcome};
 use crate::global::default_store;
+use crate::spec::InFlight;
 use crate::store::Claim;
 
 /// The header a replayed response carries (`Idempotent-Replayed: true`); the first response

@@ -28,12 +28,13 @@ use super::PostgresStore;
 use super::row::{self, Stored, VERSION};
 use super::schema::{DEFAULT_TABLE, Table};
 use crate::__private::{ErrOf, IdemError, IdemResult, Ids, OkOf, StoredValue};
-use crate::call::{ErrCodec, InFlight, Spec};
+use crate::call::ErrCodec;
 use crate::codec::{self, Stored as Outcome};
 use crate::error::Error;
 use crate::event::{self, Outcome as Event};
 use crate::global::{self, FRAME, Frame, idem_error};
 use crate::key::{Fingerprint, Key};
+use crate::spec::{InFlight, Spec};
 use crate::store::{Claim, SharedStore, Token};
 
 /// The lock wait of `in_flight = "reject"`: PostgreSQL has no `NOWAIT` for an insert that
