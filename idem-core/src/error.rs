@@ -44,13 +44,14 @@ pub enum Error {
     PayloadMismatch,
 
     /// The store failed or could not be reached (the body did not run), or no store is
-    /// installed and the `moka` feature is off.
-    #[error("idempotency store error: {0}")]
+    /// installed and the `moka` feature is off. What failed is the [`source`](StdError::source)
+    /// (for Redis and PostgreSQL, the client's own error further down the chain).
+    #[error("idempotency store failed")]
     Store(#[source] BoxError),
 
     /// A key, an argument or a result could not be encoded, or a stored record could not be
-    /// decoded. The body did not run.
-    #[error("idempotency codec error: {0}")]
+    /// decoded. The body did not run. What failed is the [`source`](StdError::source).
+    #[error("idempotency codec failed")]
     Codec(#[source] BoxError),
 
     /// [`install`](crate::install) or [`install_key_hasher`](crate::install_key_hasher) was
@@ -66,21 +67,28 @@ pub enum Error {
 }
 
 impl Error {
-    /// An [`Error::Store`] from any error or message.
+    /// An [`Error::Store`] from any error or message, which becomes its source: the
+    /// message does not repeat it, so reporters that print the chain print it once.
     ///
     /// ```
+    /// use std::error::Error as _;
+    ///
     /// let err = idem_core::Error::store("connection refused");
-    /// assert_eq!(err.to_string(), "idempotency store error: connection refused");
+    /// assert_eq!(err.to_string(), "idempotency store failed");
+    /// assert_eq!(err.source().unwrap().to_string(), "connection refused");
     /// ```
     pub fn store(err: impl Into<BoxError>) -> Self {
         Error::Store(err.into())
     }
 
-    /// An [`Error::Codec`] from any error or message.
+    /// An [`Error::Codec`] from any error or message, which becomes its source.
     ///
     /// ```
+    /// use std::error::Error as _;
+    ///
     /// let err = idem_core::Error::codec("bad record version");
-    /// assert!(matches!(err, idem_core::Error::Codec(_)));
+    /// assert_eq!(err.to_string(), "idempotency codec failed");
+    /// assert_eq!(err.source().unwrap().to_string(), "bad record version");
     /// ```
     pub fn codec(err: impl Into<BoxError>) -> Self {
         Error::Codec(err.into())
@@ -88,7 +96,9 @@ impl Error {
 }
 
 /// One error handed to every local duplicate that shared the failed claim (see
-/// `flight`): each gets an `Error` of the same kind whose source is this one.
+/// `flight`): each gets an `Error` of the same kind whose source is this one. It stands in
+/// for the backend's error in the chain (same message, same source), so the chain reads
+/// the same for the caller that claimed and for its duplicates.
 #[derive(Debug, Clone)]
 pub(crate) struct SharedError(Arc<Error>);
 
@@ -118,7 +128,8 @@ impl SharedError {
     }
 }
 
-// Transparent: it reads as the backend's error it carries.
+// Transparent: it reads as the backend's error it carries, and the `Error` that wraps it
+// prints only its kind, so nothing is printed twice.
 impl fmt::Display for SharedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.inner() {

@@ -2,6 +2,9 @@
 //! raw arguments). Target: `idem`. Each outcome also reaches [`observe`](crate::observe) and,
 //! with the `metrics` feature, the `metrics` facade.
 
+use std::error::Error as StdError;
+use std::fmt;
+
 use crate::error::Error;
 use crate::key::Key;
 use crate::spec::Spec;
@@ -89,7 +92,7 @@ pub(crate) fn store_error(spec: &Spec, key: &Key, operation: &'static str, error
         function = spec.name,
         key = %key,
         operation,
-        error = %error,
+        error = %Chain(error),
     );
 }
 
@@ -102,6 +105,37 @@ pub(crate) fn codec_error(spec: &Spec, key: &Key, error: &Error) {
         outcome = "codec_error",
         function = spec.name,
         key = %key,
-        error = %error,
+        error = %Chain(error),
     );
+}
+
+/// An error and its sources, as `error: source: source's source`: an idem [`Error`] names
+/// only its kind and leaves what failed to its chain, which a log line must carry.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_error_carries_its_chain_once() {
+        let shared = crate::error::SharedError::new(Error::store("connection refused"));
+        let err = shared.to_error();
+        assert_eq!(
+            Chain(&err).to_string(),
+            "idempotency store failed: connection refused"
+        );
+    }
 }

@@ -38,6 +38,16 @@ impl From<idem_core::Error> for TestError {
     }
 }
 
+/// An error and its sources as one line, `error: source: ..`, as an error reporter
+/// (anyhow's `{:#}`) prints it: an idem error's message names only its kind, the detail is
+/// in the chain.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(err), |err| err.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 pub mod http_server;
 pub mod postgres;
 pub mod redis_server;

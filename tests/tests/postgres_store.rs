@@ -467,7 +467,10 @@ async fn a_refused_port_is_a_store_error_within_a_second() {
     let took = started.elapsed();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
-    println!("connect to a refused port: Error::Store after {took:?}: {err}");
+    println!(
+        "connect to a refused port: Error::Store after {took:?}: {}",
+        tests::chain(&err)
+    );
 }
 
 /// The server goes away (a proxy in front of it stops: its port refuses and its open

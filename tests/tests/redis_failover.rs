@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use idem_core::store::{Claim, Record, Store};
 use idem_core::{Error, KeyHasher, RedisStore};
+use tests::chain;
 use tests::redis_server::{RedisServer, redis_available, unique};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -156,8 +157,9 @@ async fn with_it_an_unacknowledged_claim_fails_closed_and_is_released() {
     let took = started.elapsed();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
     assert!(
-        err.to_string().contains("acknowledged by 0 of 1 replicas"),
-        "{err}"
+        chain(&err).contains("acknowledged by 0 of 1 replicas"),
+        "{}",
+        chain(&err)
     );
     assert!(
         took >= timeout && took < Duration::from_secs(2),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use idem_core::store::Store;
 use idem_core::{Error, KeyHasher, RedisStore, SharedStore, idempotent};
 use tests::redis_server::{RedisServer, free_port, redis_available, shared_redis, unique};
-use tests::{IdemKind, TestError};
+use tests::{IdemKind, TestError, chain};
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -820,5 +820,5 @@ async fn a_missing_url_is_a_store_error() {
     }
     let err = RedisStore::from_env().await.unwrap_err();
     assert!(matches!(err, Error::Store(_)));
-    assert!(err.to_string().contains("IDEM_REDIS_URL"));
+    assert!(chain(&err).contains("IDEM_REDIS_URL"), "{}", chain(&err));
 }
