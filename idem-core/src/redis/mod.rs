@@ -35,9 +35,10 @@
 //!
 //! # Files
 //!
-//! `wire` (values, scripts, replies), `conn` (the connection and the bound on each
-//! operation), `cluster` (following slot migrations), `replicas` (waiting for replicas'
-//! acknowledgements), `near` (the near-cache), `builder` (settings and connecting), `store` (the [`Store`] impl).
+//! `wire` (values, scripts, replies), `token` (fencing tokens), `conn` (the connection and
+//! the bound on each operation), `cluster` (following slot migrations), `replicas` (waiting
+//! for replicas' acknowledgements), `near` (the near-cache), `builder` (settings and
+//! connecting), `store` (the [`Store`] impl).
 
 mod builder;
 #[cfg(feature = "redis-cluster")]
@@ -46,6 +47,7 @@ mod conn;
 mod near;
 mod replicas;
 mod store;
+mod token;
 mod wire;
 
 use std::fmt;

@@ -6,9 +6,10 @@ use std::time::Duration;
 use redis::Value;
 
 use super::RedisStore;
+use super::token::new_token;
 use super::wire::{
     CLAIM_PREFIX_LEN, SCRIPTS, claim_prefix, claim_prefix_into, encode_record, int_reply,
-    millis_arg, millis_into, new_token, parse_claim, redis_key_into, unexpected,
+    millis_arg, millis_into, parse_claim, redis_key_into, unexpected,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};

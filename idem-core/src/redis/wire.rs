@@ -1,9 +1,8 @@
 //! The values a [`RedisStore`](super::RedisStore) writes, the token-checked scripts that
 //! change them, and the parsing of Redis's replies.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::{Script, Value};
 
@@ -65,34 +64,6 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     complete: Script::new(COMPLETE_LUA),
     release: Script::new(RELEASE_LUA),
 });
-
-/// A new 128-bit fencing token: a per-process random 128-bit start (BLAKE3 of OS-seeded
-/// randomness, the process id and the time) plus a counter. Unique within the process,
-/// and two processes' ranges meet only if their random starts fall within 2^64 of each
-/// other. Cheap: a claim on the hit path makes one, and it costs an atomic add.
-pub(super) fn new_token() -> Token {
-    use std::hash::{BuildHasher, Hasher};
-    static START: LazyLock<u128> = LazyLock::new(|| {
-        let mut hasher = blake3::Hasher::new();
-        for salt in 0u64..4 {
-            // Each `RandomState` is keyed from the OS's randomness.
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(salt);
-            hasher.update(&h.finish().to_le_bytes());
-        }
-        hasher.update(&std::process::id().to_le_bytes());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        hasher.update(&now.as_nanos().to_le_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
-        u128::from_le_bytes(bytes)
-    });
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Token::new(START.wrapping_add(u128::from(count)))
-}
 
 /// The claim value held by `token`: tag, version, token in hex. Claims written before
 /// this version also carried a decimal lease deadline after the token; nothing ever read
@@ -313,11 +284,8 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_distinct_and_claim_prefixes_have_a_fixed_length() {
-        let tokens: std::collections::HashSet<u128> =
-            (0..10_000).map(|_| new_token().get()).collect();
-        assert_eq!(tokens.len(), 10_000);
-        assert_eq!(claim_prefix(new_token()).len(), CLAIM_PREFIX_LEN);
+    fn claim_prefixes_have_a_fixed_length() {
+        assert_eq!(claim_prefix(Token::new(u128::MAX)).len(), CLAIM_PREFIX_LEN);
         assert_eq!(claim_prefix(Token::new(0)).len(), CLAIM_PREFIX_LEN);
     }
 
@@ -347,7 +315,7 @@ mod tests {
                 taken_over: false
             }) if t == token
         ));
-        let other = claim_prefix(new_token());
+        let other = claim_prefix(Token::new(1));
         assert!(matches!(
             parse_claim(Value::BulkString(other), token),
             Ok(Claim::InProgress(_))
