@@ -115,10 +115,17 @@ pub(crate) struct Chain<'a>(pub(crate) &'a (dyn StdError + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
         let mut source = self.0.source();
         while let Some(error) = source {
-            write!(f, ": {error}")?;
+            // Some clients print their source in their own message too (redis-rs: `broken
+            // pipe: broken pipe`); a line that says the same thing twice helps no one.
+            let message = error.to_string();
+            if message != shown {
+                write!(f, ": {message}")?;
+            }
+            shown = message;
             source = error.source();
         }
         Ok(())

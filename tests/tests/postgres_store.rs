@@ -467,6 +467,11 @@ async fn a_refused_port_is_a_store_error_within_a_second() {
     let took = started.elapsed();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
+    // The client's error is kept as the source, for a caller to downcast.
+    let sqlx_err =
+        std::iter::successors(Some(&err as &dyn std::error::Error), |err| (*err).source())
+            .find_map(|err| err.downcast_ref::<sqlx::Error>());
+    assert!(sqlx_err.is_some(), "{}", tests::chain(&err));
     println!(
         "connect to a refused port: Error::Store after {took:?}: {}",
         tests::chain(&err)

@@ -2,6 +2,7 @@
 //! one): a leader's claim error reaches its local duplicates at once, and `wait` is a hard
 //! bound even when the store stalls in the last poll.
 
+use std::error::Error as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use idem_core::store::Store;
 use idem_core::{Fingerprint, KeyHasher, RedisStore, SharedStore, idempotent};
 use tests::redis_server::{RedisServer, redis_available};
-use tests::{IdemKind, TestError};
+use tests::{IdemKind, TestError, chain};
 
 struct Ctx {
     store: SharedStore,
@@ -24,6 +25,12 @@ async fn charge(id: u64, ctx: &Ctx) -> Result<u64, TestError> {
 
 #[idempotent(key = "id", name = "tests.faults.charge.v1", wait = "1s", skip(ctx), store = &ctx.store)]
 async fn charge_waiting_1s(id: u64, ctx: &Ctx) -> Result<u64, TestError> {
+    ctx.runs.fetch_add(1, SeqCst);
+    Ok(id)
+}
+
+#[idempotent(key = "id", name = "tests.faults.charge.v1", skip(ctx), store = &ctx.store)]
+async fn charge_or_idem_error(id: u64, ctx: &Ctx) -> Result<u64, idem_core::Error> {
     ctx.runs.fetch_add(1, SeqCst);
     Ok(id)
 }
@@ -222,4 +229,63 @@ async fn durations_without_bound_saturate_in_the_redis_builder_and_store() {
             .unwrap(),
         idem_core::store::Claim::Completed(_)
     ));
+}
+
+/// The Redis client's error in an idem error's `source()` chain, if it is there.
+fn redis_error_in(err: &idem_core::Error) -> Option<&redis::RedisError> {
+    std::iter::successors(Some(err as &dyn std::error::Error), |err| (*err).source())
+        .find_map(|err| err.downcast_ref::<redis::RedisError>())
+}
+
+/// A store error keeps the Redis client's error as its source, for the caller that
+/// claimed and for its local duplicates alike: a caller walks `source()` to it and
+/// downcasts it (to read its kind), and the chain names the operation and the server once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_servers_error_is_a_redis_error_in_the_chain() {
+    let mut server = spawned_or_skip!();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let ctx = Arc::new(Ctx {
+        store: SharedStore::new(store.clone()),
+        runs: AtomicUsize::new(0),
+    });
+    server.stop();
+
+    let key = KeyHasher::unkeyed()
+        .key(&["tests.faults.downcast"], &1)
+        .unwrap();
+    let err = store
+        .claim(
+            &key,
+            &Fingerprint::from_bytes([0; 32]),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, idem_core::Error::Store(_)), "{err:?}");
+    assert_eq!(err.to_string(), "idempotency store failed");
+    let redis_err = redis_error_in(&err).expect("the redis::RedisError is in the chain");
+    assert!(redis_err.is_io_error(), "{redis_err:?}");
+    // idem's layers name what they add and leave the client's message to the client.
+    let operation = err.source().unwrap().to_string();
+    assert!(
+        operation.starts_with("redis claim on ")
+            && operation.contains(&format!("127.0.0.1:{}", server.port()))
+            && operation.ends_with(" failed"),
+        "{operation}"
+    );
+    println!("{}", chain(&err));
+
+    // Through the macro: 10 local duplicates share the leader's failed claim.
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let ctx = Arc::clone(&ctx);
+            tokio::spawn(async move { charge_or_idem_error(3, &ctx).await })
+        })
+        .collect();
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(matches!(err, idem_core::Error::Store(_)), "{err:?}");
+        assert!(redis_error_in(&err).is_some(), "{}", chain(&err));
+    }
+    assert_eq!(ctx.runs.load(SeqCst), 0);
 }

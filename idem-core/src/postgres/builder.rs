@@ -289,7 +289,12 @@ impl PostgresStoreBuilder {
             SourceKind::Url(url) => {
                 let target = redact(&url);
                 let options = PgConnectOptions::from_str(&url).map_err(|err| {
-                    Error::store(format!("invalid PostgreSQL URL {target}: {err}"))
+                    Error::store(super::PostgresOperationError {
+                        operation: "connect",
+                        target: target.clone(),
+                        hint: " (invalid URL)",
+                        source: err,
+                    })
                 })?;
                 let pool = PgPoolOptions::new()
                     .max_connections(self.max_connections)
@@ -326,7 +331,7 @@ impl PostgresStoreBuilder {
         // DDL may wait for another process's: a generous bound, still finite.
         match tokio::time::timeout(inner.op_timeout * 10, ddl).await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(inner.failed("create table", &err)),
+            Ok(Err(err)) => return Err(inner.failed("create table", err)),
             Err(_) => {
                 return Err(Error::store(format!(
                     "postgres create table on {}: no reply within {:?}",

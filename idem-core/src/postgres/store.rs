@@ -94,7 +94,7 @@ impl Inner {
     /// lost the reply — then a claim is held until its lease lapses, never doubled.
     pub(super) async fn run<T>(
         &self,
-        what: &str,
+        what: &'static str,
         op: impl for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
     ) -> Result<T, Error> {
         let attempt = async {
@@ -117,7 +117,7 @@ impl Inner {
         };
         match tokio::time::timeout(self.op_timeout, attempt).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(self.failed(what, &err)),
+            Ok(Err(err)) => Err(self.failed(what, err)),
             Err(_) => Err(Error::store(format!(
                 "postgres {what} on {}: no reply within {:?}",
                 self.target, self.op_timeout
@@ -132,7 +132,7 @@ fn affected(result: PgQueryResult) -> bool {
 
 /// What the claim statement answered.
 fn parse_claim(row: &PgRow) -> Result<Claim, Error> {
-    let decode = |err: sqlx::Error| Error::codec(format!("an idem row cannot be read: {err}"));
+    let decode = |err: sqlx::Error| Error::codec(super::UnreadableRow(err));
     if let Some(token) = row
         .try_get::<Option<Vec<u8>>, _>("claimed")
         .map_err(decode)?

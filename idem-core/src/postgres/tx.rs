@@ -118,7 +118,7 @@ fn sql(text: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(Arc::clone(text))
 }
 
-fn store_error(what: &str, err: &sqlx::Error) -> Error {
+fn store_error(what: &'static str, err: sqlx::Error) -> Error {
     let hint = match err.as_database_error().and_then(|db| db.code()) {
         // undefined_function, undefined_table
         Some(code) if code == "42883" || code == "42P01" => {
@@ -126,7 +126,12 @@ fn store_error(what: &str, err: &sqlx::Error) -> Error {
         }
         _ => "",
     };
-    Error::store(format!("postgres {what} (transaction mode): {err}{hint}"))
+    Error::store(super::PostgresOperationError {
+        operation: what,
+        target: "the caller's transaction".to_owned(),
+        hint,
+        source: err,
+    })
 }
 
 fn done<R, M1, M2>(result: Result<OkOf<R, M1>, ErrOf<R, M2>>) -> R
@@ -193,7 +198,7 @@ where
             Ok(Some(row)) => parse(&row),
             // The row vanished between the function's statements (a `forget`): again.
             Ok(None) => Ok(Claim::InProgress(crate::store::ChangeNotice::poll())),
-            Err(err) => Err(store_error("claim", &err)),
+            Err(err) => Err(store_error("claim", err)),
         };
         let claim = match claim {
             Ok(claim) => claim,
@@ -255,7 +260,7 @@ where
 
 /// The claim function's answer.
 fn parse(row: &sqlx::postgres::PgRow) -> Result<Claim, Error> {
-    let decode = |err: sqlx::Error| Error::codec(format!("an idem row cannot be read: {err}"));
+    let decode = |err: sqlx::Error| Error::codec(super::UnreadableRow(err));
     let state: String = row.try_get("o_state").map_err(decode)?;
     let stored = || -> Result<Stored, Error> {
         Ok(Stored {
@@ -390,7 +395,7 @@ where
                     // An `Err` is returned as it is (it was an error either way).
                     Err(err) => done_outcome::<R, M1, M2>(Err(err)),
                     Ok(_) => {
-                        let err = store_error("complete", &err);
+                        let err = store_error("complete", err);
                         event::store_error(spec, &key, "complete", &err);
                         done::<R, M1, M2>(Err(idem_error(err)))
                     }

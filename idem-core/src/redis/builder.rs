@@ -305,7 +305,12 @@ impl RedisStoreBuilder {
 }
 
 fn connect_error(target: &str, err: RedisError) -> Error {
-    Error::store(format!("redis: could not connect to {target}: {err}"))
+    Error::store(super::conn::RedisOperationError {
+        operation: "connect",
+        target: target.to_owned(),
+        hint: "",
+        source: err,
+    })
 }
 
 /// The target without credentials, for messages and `Debug`.

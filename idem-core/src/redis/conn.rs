@@ -64,7 +64,7 @@ impl Runner {
     /// within the same bound: the connection manager starts a fresh connection attempt on
     /// such an error, so the first call after Redis came back does not fail on a stale
     /// attempt.
-    async fn bounded<T, F, Fut>(&self, what: &str, op: F) -> Result<RedisResult<T>, Error>
+    async fn bounded<T, F, Fut>(&self, what: &'static str, op: F) -> Result<RedisResult<T>, Error>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -90,7 +90,11 @@ impl Runner {
     }
 
     /// Runs one command within the operation bound; see [`Runner::bounded`].
-    pub(super) async fn query(&self, what: &str, cmd: &Cmd) -> Result<RedisResult<Value>, Error> {
+    pub(super) async fn query(
+        &self,
+        what: &'static str,
+        cmd: &Cmd,
+    ) -> Result<RedisResult<Value>, Error> {
         self.bounded(
             what,
             |mut conn| async move { cmd.query_async(&mut conn).await },
@@ -103,7 +107,7 @@ impl Runner {
     /// [`Runner::bounded`].
     pub(super) async fn query_on_key_node(
         &self,
-        what: &str,
+        what: &'static str,
         cmd: &Cmd,
         key: &str,
     ) -> Result<RedisResult<Value>, Error> {
@@ -123,24 +127,24 @@ impl Runner {
     }
 
     /// Runs one command within the operation bound; any failure is an [`Error::Store`].
-    pub(super) async fn run(&self, what: &str, cmd: &Cmd) -> Result<Value, Error> {
+    pub(super) async fn run(&self, what: &'static str, cmd: &Cmd) -> Result<Value, Error> {
         self.query(what, cmd)
             .await?
-            .map_err(|err| self.failed(what, &err))
+            .map_err(|err| self.failed(what, err))
     }
 
     /// Invokes a script (`EVALSHA`, loading it when the server answers `NOSCRIPT`) within
     /// the operation bound; any failure is an [`Error::Store`].
     pub(super) async fn invoke(
         &self,
-        what: &str,
+        what: &'static str,
         script: &ScriptInvocation<'_>,
     ) -> Result<Value, Error> {
         self.bounded(what, |mut conn| async move {
             script.invoke_async(&mut conn).await
         })
         .await?
-        .map_err(|err| self.failed(what, &err))
+        .map_err(|err| self.failed(what, err))
     }
 
     /// Loads `script` (`SCRIPT LOAD`; on every node of a cluster) within the operation
@@ -151,11 +155,43 @@ impl Runner {
         })
         .await?
         .map(drop)
-        .map_err(|err| self.failed("SCRIPT LOAD", &err))
+        .map_err(|err| self.failed("SCRIPT LOAD", err))
     }
 
-    /// A failed command as an [`Error::Store`] naming the operation and the target.
-    pub(super) fn failed(&self, what: &str, err: &RedisError) -> Error {
-        Error::store(format!("redis {what} on {}: {err}", self.target))
+    /// A failed command as an [`Error::Store`] naming the operation and the target, with
+    /// the client's error as the source.
+    pub(super) fn failed(&self, what: &'static str, err: RedisError) -> Error {
+        self.failed_with_hint(what, err, "")
     }
+
+    /// [`Runner::failed`], with a hint at the likely cause after the message.
+    pub(super) fn failed_with_hint(
+        &self,
+        what: &'static str,
+        err: RedisError,
+        hint: &'static str,
+    ) -> Error {
+        Error::store(RedisOperationError {
+            operation: what,
+            target: self.target.clone(),
+            hint,
+            source: err,
+        })
+    }
+}
+
+/// A Redis operation that failed: what idem was doing, on which server (without
+/// credentials). The client's [`RedisError`] is the source, so a caller can walk
+/// `source()` to it and `downcast_ref::<redis::RedisError>()` (its kind, its code).
+#[derive(Debug, thiserror::Error)]
+#[error("redis {operation} on {target} failed{hint}")]
+pub(super) struct RedisOperationError {
+    /// The store operation or command: `claim`, `renew`, `SCRIPT LOAD`, `connect`, ..
+    pub(super) operation: &'static str,
+    /// The server or cluster, without credentials.
+    pub(super) target: String,
+    /// A likely cause, in parentheses after the message, or empty.
+    pub(super) hint: &'static str,
+    #[source]
+    pub(super) source: RedisError,
 }

@@ -32,7 +32,7 @@ impl Runner {
     /// caller's; other calls' writes on the shared connection only make it stricter.)
     pub(super) async fn wait_for_replicas(
         &self,
-        what: &str,
+        what: &'static str,
         key: &str,
         replicas: Replicas,
     ) -> Result<(), Error> {
@@ -46,7 +46,7 @@ impl Runner {
                 self.target, replicas.count, replicas.timeout
             ))),
             Ok(other) => Err(super::wire::unexpected(what, &other)),
-            Err(err) => Err(self.failed(what, &err)),
+            Err(err) => Err(self.failed(what, err)),
         }
     }
 }

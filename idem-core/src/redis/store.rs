@@ -46,11 +46,14 @@ impl Store for RedisStore {
                     "the record's Redis key holds a value of another type than a string",
                 )),
                 // Before 7.0, Redis refuses NX together with GET.
-                Err(err) if err.to_string().contains("syntax error") => Err(Error::store(format!(
-                    "redis claim on {}: {err} (idem needs Redis 7.0 or later: SET with NX and GET)",
-                    self.inner.runner.target
-                ))),
-                Err(err) => Err(self.inner.runner.failed("claim", &err)),
+                Err(err) if err.to_string().contains("syntax error") => {
+                    Err(self.inner.runner.failed_with_hint(
+                        "claim",
+                        err,
+                        " (idem needs Redis 7.0 or later: SET with NX and GET)",
+                    ))
+                }
+                Err(err) => Err(self.inner.runner.failed("claim", err)),
             }?;
             if let (Claim::Claimed { .. }, Some(replicas)) = (&claim, self.inner.replicas)
                 && let Err(err) = self
