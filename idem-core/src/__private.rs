@@ -18,6 +18,7 @@ use crate::call::Call;
 use crate::error::Error;
 use crate::global::{idem_error, key_hasher, note_idem_error, watch_idem_errors};
 use crate::key::{Fingerprint, Key};
+use crate::probe;
 use crate::store::SharedStore;
 
 /// The key and fingerprint of one call.
@@ -289,6 +290,9 @@ where
     R::Err: IdemError<M2>,
     Fut: Future<Output = R>,
 {
+    let Some((store, ids)) = probe::offer(store, ids, probe::shared) else {
+        return probe::stop().await;
+    };
     // Pinned here, once: every layer below holds a reference, not its own copy of the body
     // (each copy would multiply the size of nested idempotent calls' futures).
     let body = std::pin::pin!(body);
@@ -352,6 +356,9 @@ where
     ErrOf<R, M2>: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
+    let Some((store, ids)) = probe::offer(store, ids, probe::shared) else {
+        return probe::stop().await;
+    };
     let store = match store {
         Ok(store) => store.clone(),
         Err(err) => return R::from_result(Err(IdemError::from_checked(idem_error(err)))),

@@ -60,6 +60,7 @@ pub mod nats;
 mod observe;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod probe;
 #[cfg(feature = "redis")]
 mod redis;
 mod spec;
@@ -78,6 +79,7 @@ pub use observe::observe;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresSource, PostgresStore, PostgresStoreBuilder};
+pub use probe::{forget_call, key_of};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, RedisStoreBuilder};

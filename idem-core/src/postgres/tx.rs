@@ -161,6 +161,19 @@ where
     R::Ok: StoredValue<M1>,
     R::Err: IdemError<M2>,
 {
+    // The records are in the installed (or given) `PostgresStore`'s table, else in the
+    // default table, which only the caller's connection reaches.
+    let reached = |store: Result<Option<&SharedStore>, Error>| match store? {
+        Some(store) if (store.store() as &dyn std::any::Any).is::<PostgresStore>() => {
+            Ok(store.clone())
+        }
+        _ => Err(Error::store(
+            "the function keeps its records in the default table of the caller's transactions, which no store reaches: delete its row by key",
+        )),
+    };
+    let Some((store, ids)) = crate::probe::offer(store, ids, reached) else {
+        return crate::probe::stop().await;
+    };
     let (store, (key, fingerprint)) = match (store, ids) {
         (Ok(store), Ok(ids)) => (store, ids),
         (Err(err), _) | (_, Err(err)) => {
