@@ -35,7 +35,9 @@
 //! # }
 //! ```
 //!
-//! See the README for every option of the attribute, the guarantees, and the stores.
+//! The [guide] (this crate's README) has every option of the attribute, the guarantees and
+//! what happens on each fault, the errors and their HTTP statuses, the stores and their key
+//! layouts, and the HTTP, PostgreSQL and message-consumer surfaces.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod call;
@@ -68,6 +70,12 @@ pub mod store;
 
 #[doc(hidden)]
 pub mod __private;
+
+/// The guide: the README, here so that the guarantees, the fault tables and the key
+/// layouts are reachable from the API docs. (Its examples run as the `examples` crate and
+/// the README's own commands, not as doctests.)
+#[cfg_attr(not(doctest), doc = include_str!("../README.md"))]
+pub mod guide {}
 
 pub use error::{BoxError, Error};
 pub use event::Outcome;

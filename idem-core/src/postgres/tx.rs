@@ -2,7 +2,7 @@
 //! caller's own transaction.
 //!
 //! The generated code calls [`begin`] with the caller's connection: one statement, a call
-//! of the table's claim function (see [`schema`](super::schema)), which inserts a claim row
+//! of the table's claim function (see `postgres/schema.rs`), which inserts a claim row
 //! (`INSERT .. ON CONFLICT DO NOTHING`), takes over an expired one, or reads the committed
 //! record. A claim row another transaction inserted and has not committed makes the insert
 //! wait on it — bounded by `wait` through a `lock_timeout` local to the function — until
