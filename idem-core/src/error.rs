@@ -54,13 +54,6 @@ pub enum Error {
     #[error("idempotency codec failed")]
     Codec(#[source] BoxError),
 
-    /// [`install`](crate::install) or [`install_key_hasher`](crate::install_key_hasher) was
-    /// called after the default was already in use, or twice.
-    #[error(
-        "idempotency {0} already installed or already in use; install it once, before the first idempotent call"
-    )]
-    AlreadyInstalled(&'static str),
-
     /// A `detach`ed body's task was cancelled before it finished (the runtime shut down).
     #[error("the detached task running the idempotent body was cancelled")]
     Cancelled,
@@ -114,7 +107,6 @@ impl SharedError {
             Error::PayloadMismatch => Error::PayloadMismatch,
             Error::Store(_) => Error::Store(Box::new(self.clone())),
             Error::Codec(_) => Error::Codec(Box::new(self.clone())),
-            Error::AlreadyInstalled(what) => Error::AlreadyInstalled(what),
             Error::Cancelled => Error::Cancelled,
         }
     }

@@ -1,6 +1,7 @@
 //! Process-wide state: the default store, the key hasher, and the running call's key.
 
 use std::cell::Cell;
+use std::fmt;
 use std::future::Future;
 use std::sync::OnceLock;
 
@@ -69,8 +70,8 @@ pub(crate) async fn watch_idem_errors<F: Future>(future: F) -> (F::Output, bool)
 /// Sets the process default store, used by every `#[idempotent]` function without
 /// `store = ..`. Call it once, at start-up, before the first idempotent call.
 ///
-/// Installing twice, or after the default (a `MokaStore`) was already used, returns
-/// [`Error::AlreadyInstalled`] instead of splitting records across two stores.
+/// Installing twice, or after the default (a `MokaStore`) was already used, returns an
+/// [`InstallError`] instead of splitting records across two stores; the first store stays.
 ///
 /// ```
 /// use idem_core::{install, MokaStore};
@@ -78,7 +79,7 @@ pub(crate) async fn watch_idem_errors<F: Future>(future: F) -> (F::Output, bool)
 /// install(MokaStore::builder().max_capacity(10_000).build()).unwrap();
 /// assert!(install(MokaStore::new()).is_err());
 /// ```
-pub fn install(store: impl Into<SharedStore>) -> Result<(), Error> {
+pub fn install(store: impl Into<SharedStore>) -> Result<(), InstallError> {
     let mut installed = false;
     DEFAULT_STORE.get_or_init(|| {
         installed = true;
@@ -87,9 +88,54 @@ pub fn install(store: impl Into<SharedStore>) -> Result<(), Error> {
     if installed {
         Ok(())
     } else {
-        Err(Error::AlreadyInstalled("store"))
+        Err(InstallError {
+            refused: Refused::Store,
+        })
     }
 }
+
+/// [`install`] or [`install_key_hasher`] refused: the default was already installed, or
+/// already in use (the first idempotent call fixes it). A set-up mistake, reported once at
+/// start-up, so it is not an [`Error`] that every call's error type must handle. Its
+/// message names what was refused.
+///
+/// ```
+/// use idem_core::{install, InstallError, MokaStore};
+///
+/// install(MokaStore::new()).unwrap();
+/// let err: InstallError = install(MokaStore::new()).unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "idem's default store is already installed or already in use; \
+///      install it once, before the first idempotent call"
+/// );
+/// ```
+#[derive(Debug)]
+pub struct InstallError {
+    refused: Refused,
+}
+
+/// What an [`InstallError`] refused to install.
+#[derive(Debug)]
+enum Refused {
+    Store,
+    KeyHasher,
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.refused {
+            Refused::Store => "store",
+            Refused::KeyHasher => "key hasher",
+        };
+        write!(
+            f,
+            "idem's default {what} is already installed or already in use; install it once, before the first idempotent call"
+        )
+    }
+}
+
+impl std::error::Error for InstallError {}
 
 /// The process default store: the installed one, else a [`MokaStore`](crate::MokaStore)
 /// (feature `moka`), else [`Error::Store`].
@@ -120,13 +166,16 @@ pub(crate) fn installed_store() -> Option<&'static SharedStore> {
 /// Sets the process key hasher, e.g. [`KeyHasher::keyed`] with a secret. Once, before the
 /// first idempotent call; every process sharing a store must use the same one.
 ///
+/// Installing twice, or after the first idempotent call used the default (unkeyed) one,
+/// returns an [`InstallError`]; the first hasher stays.
+///
 /// ```
 /// use idem_core::{install_key_hasher, KeyHasher};
 ///
 /// install_key_hasher(KeyHasher::keyed("load me from a secret store")).unwrap();
 /// assert!(install_key_hasher(KeyHasher::unkeyed()).is_err());
 /// ```
-pub fn install_key_hasher(hasher: KeyHasher) -> Result<(), Error> {
+pub fn install_key_hasher(hasher: KeyHasher) -> Result<(), InstallError> {
     let mut installed = false;
     KEY_HASHER.get_or_init(|| {
         installed = true;
@@ -135,7 +184,9 @@ pub fn install_key_hasher(hasher: KeyHasher) -> Result<(), Error> {
     if installed {
         Ok(())
     } else {
-        Err(Error::AlreadyInstalled("key hasher"))
+        Err(InstallError {
+            refused: Refused::KeyHasher,
+        })
     }
 }
 

@@ -79,7 +79,9 @@ pub mod guide {}
 
 pub use error::{BoxError, Error};
 pub use event::Outcome;
-pub use global::{current_key, default_store, forget, install, install_key_hasher, key_hasher};
+pub use global::{
+    InstallError, current_key, default_store, forget, install, install_key_hasher, key_hasher,
+};
 pub use key::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
 #[cfg(feature = "moka")]
 pub use moka::{DEFAULT_MAX_BYTES, DEFAULT_MAX_CAPACITY, MokaStore, MokaStoreBuilder};

@@ -380,7 +380,7 @@ impl PostgresStore {
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), idem_core::Error> {
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = idem_core::PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test").await?;
     /// idem_core::install(store)?;
     /// # Ok(())

@@ -68,7 +68,7 @@ use crate::error::Error;
 /// use idem_core::{PostgresStore, install};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), idem_core::Error> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test").await?;
 /// install(store)?; // every #[idempotent] fn without `store = ..` now uses PostgreSQL
 /// # Ok(())

@@ -80,7 +80,7 @@ use conn::Runner;
 /// use idem_core::{RedisStore, install};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), idem_core::Error> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
 /// install(store)?; // every #[idempotent] fn without `store = ..` now uses Redis
 /// # Ok(())
