@@ -63,6 +63,8 @@ mod observe;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod probe;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 mod spec;

@@ -13,6 +13,7 @@ use super::schema::{self, DEFAULT_TABLE, Table};
 use super::store::Sql;
 use super::{Inner, PostgresStore, purge};
 use crate::error::Error;
+use crate::redact::redact_url;
 
 /// The environment variable [`PostgresStore::from_env`] reads.
 pub(crate) const DATABASE_URL_ENV: &str = "IDEM_DATABASE_URL";
@@ -82,7 +83,7 @@ impl From<&PgPool> for PostgresSource {
 impl fmt::Debug for PostgresSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            SourceKind::Url(url) => f.debug_tuple("Url").field(&redact(url)).finish(),
+            SourceKind::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
             SourceKind::Pool(_) => f.write_str("Pool"),
         }
     }
@@ -287,7 +288,7 @@ impl PostgresStoreBuilder {
         let table = Table::new(&self.table)?;
         let (pool, target, acquire) = match self.source.0 {
             SourceKind::Url(url) => {
-                let target = redact(&url);
+                let target = redact_url(&url);
                 let options = PgConnectOptions::from_str(&url).map_err(|err| {
                     Error::store(super::PostgresOperationError {
                         operation: "connect",
@@ -344,16 +345,6 @@ impl PostgresStoreBuilder {
             purge::spawn(&inner, interval, self.purge_batch);
         }
         Ok(PostgresStore { inner })
-    }
-}
-
-/// `url` with its password (and user) replaced by `***`, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -415,11 +406,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_are_redacted() {
-        assert_eq!(
-            redact("postgres://user:secret@host:5432/db"),
-            "postgres://***@host:5432/db"
+    fn the_url_is_redacted_in_debug() {
+        let source = PostgresSource::from("postgres://user:secret@host:5432/db?password=other");
+        let debug = format!("{:?}", PostgresStore::builder(source));
+        assert!(
+            debug.contains("postgres://***@host:5432/db?password=***")
+                && !debug.contains("secret")
+                && !debug.contains("other"),
+            "{debug}"
         );
-        assert_eq!(redact("postgres://host/db"), "postgres://host/db");
     }
 }

@@ -13,6 +13,7 @@ use super::replicas::Replicas;
 use super::wire::SCRIPTS;
 use super::{Inner, RedisStore};
 use crate::error::Error;
+use crate::redact::redact_url;
 
 /// The default key prefix: records live at `idem:{key hex}`.
 const DEFAULT_PREFIX: &str = "idem";
@@ -315,19 +316,11 @@ fn connect_error(target: &str, err: RedisError) -> Error {
 
 /// The target without credentials, for messages and `Debug`.
 pub(super) fn describe(target: &Target) -> String {
-    fn redact(url: &str) -> String {
-        match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-            }
-            _ => url.to_string(),
-        }
-    }
     match target {
-        Target::Single(url) => redact(url),
+        Target::Single(url) => redact_url(url),
         #[cfg(feature = "redis-cluster")]
         Target::Cluster(nodes) => {
-            let nodes: Vec<String> = nodes.iter().map(|n| redact(n)).collect();
+            let nodes: Vec<String> = nodes.iter().map(|node| redact_url(node)).collect();
             format!("cluster [{}]", nodes.join(", "))
         }
     }
@@ -341,5 +334,24 @@ mod tests {
     fn credentials_are_redacted() {
         let target = Target::Single("redis://user:secret@host:6379/0".into());
         assert_eq!(describe(&target), "redis://***@host:6379/0");
+        let builder = RedisStoreBuilder::new(Target::Single("redis://:hunter2@host".into()));
+        let debug = format!("{builder:?}");
+        assert!(
+            debug.contains("redis://***@host") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+    }
+
+    #[cfg(feature = "redis-cluster")]
+    #[test]
+    fn every_cluster_node_is_redacted() {
+        let target = Target::Cluster(vec![
+            "redis://:secret@a:7000".into(),
+            "rediss://b:7001".into(),
+        ]);
+        assert_eq!(
+            describe(&target),
+            "cluster [redis://***@a:7000, rediss://b:7001]"
+        );
     }
 }
