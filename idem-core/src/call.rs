@@ -463,7 +463,7 @@ impl ClaimGuard<'_> {
     async fn release(&mut self) {
         self.armed = false;
         if let Err(err) = self.store.store().release(&self.key, self.token).await {
-            tracing::warn!(key = %self.key, error = %err, "idem: could not release a claim; it ends with its lease");
+            event::release_failed(&self.key, &err);
         }
     }
 }
@@ -474,13 +474,13 @@ impl Drop for ClaimGuard<'_> {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key = %self.key, "idem: no tokio runtime to release a dropped claim; it ends with its lease");
+            event::dropped_release_without_runtime(&self.key);
             return;
         };
         let (store, key, token) = (self.store.clone(), self.key, self.token);
         runtime.spawn(async move {
             if let Err(err) = store.store().release(&key, token).await {
-                tracing::warn!(key = %key, error = %err, "idem: could not release a dropped claim; it ends with its lease");
+                event::dropped_release_failed(&key, &err);
             }
         });
     }

@@ -149,7 +149,7 @@ impl MokaStoreBuilder {
             .expire_after(PerEntryTtl)
             .eviction_listener(|key: Arc<Key>, _value, cause| {
                 if cause == RemovalCause::Size {
-                    tracing::warn!(key = %key, "idem: moka store full, evicted a completed record");
+                    crate::event::moka_evicted(&key);
                 }
             })
             .build_with_hasher(KeyHashBuilder::default());

@@ -328,10 +328,15 @@ impl Processor {
                             .await
                     }
                 };
-                (outcome, Some(err as &dyn std::fmt::Display))
+                (outcome, Some(err))
             }
         };
-        report(message, outcome, call, error);
+        // An idem error in the handler's error names only its kind: log its chain too.
+        let line = error.map(|err| crate::event::HandlerErrorLine {
+            error: err,
+            idem: err.idem_error(),
+        });
+        report(message, outcome, call, line.as_ref().map(|line| line as _));
         outcome
     }
 
@@ -341,13 +346,7 @@ impl Processor {
         for attempt in 1..=ANSWER_ATTEMPTS {
             match message.double_ack_with(kind).await {
                 Ok(()) => return outcome,
-                Err(err) => tracing::warn!(
-                    target: "idem::nats",
-                    attempt,
-                    answer = ?kind,
-                    error = %err,
-                    "the broker did not confirm the answer",
-                ),
+                Err(err) => crate::event::nats_answer_unconfirmed(attempt, &kind, &*err),
             }
         }
         Outcome::AnswerLost
@@ -358,7 +357,7 @@ impl Processor {
         match message.ack_with(AckKind::Nak(Some(delay))).await {
             Ok(()) => outcome,
             Err(err) => {
-                tracing::warn!(target: "idem::nats", error = %err, "could not send a nak");
+                crate::event::nats_nak_failed(&*err);
                 Outcome::AnswerLost
             }
         }

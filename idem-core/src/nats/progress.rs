@@ -38,11 +38,7 @@ pub(super) async fn while_running<F: Future>(
                 Ok(()) => tracing::trace!(target: "idem::nats", "in-progress ack sent"),
                 // The next tick tries again; if the connection stays down, the broker
                 // redelivers after AckWait and the redelivery is naked while this runs.
-                Err(err) => tracing::warn!(
-                    target: "idem::nats",
-                    error = %err,
-                    "could not send an in-progress ack",
-                ),
+                Err(err) => crate::event::nats_progress_ack_failed(&*err),
             }
         }
     }));

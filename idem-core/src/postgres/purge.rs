@@ -17,7 +17,7 @@ const MAX_BATCHES_PER_ROUND: u32 = 100;
 /// store weakly and ends when the store is dropped.
 pub(super) fn spawn(inner: &Arc<Inner>, interval: Duration, batch: u32) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        tracing::debug!("idem: no tokio runtime at build; the PostgreSQL purge task is off");
+        crate::event::purge_off_without_runtime();
         return;
     };
     let weak: Weak<Inner> = Arc::downgrade(inner);
@@ -29,8 +29,8 @@ pub(super) fn spawn(inner: &Arc<Inner>, interval: Duration, batch: u32) {
             };
             match round(&inner, batch).await {
                 Ok(0) => {}
-                Ok(rows) => tracing::debug!(rows, table = ?inner.table, "idem: purged expired rows"),
-                Err(err) => tracing::warn!(error = %err, "idem: purging expired rows failed; trying again later"),
+                Ok(rows) => crate::event::purged(rows, &inner.table),
+                Err(err) => crate::event::purge_failed(&err),
             }
         }
     });

@@ -105,7 +105,7 @@ impl Inner {
                     Err(sqlx::Error::Io(err)) if !retried => {
                         conn.close_on_drop();
                         retried = true;
-                        tracing::debug!(error = %err, "idem: a pooled PostgreSQL connection broke; retrying on a new one");
+                        crate::event::pooled_connection_broke(&err);
                     }
                     Err(err @ sqlx::Error::Io(_)) => {
                         conn.close_on_drop();

@@ -83,7 +83,7 @@ impl Cluster {
             let fresh =
                 tokio::time::timeout(this.connect_bound, this.client.get_async_connection()).await;
             if let Ok(Ok(conn)) = fresh {
-                tracing::warn!("redis cluster: the connection stopped answering; replaced it");
+                crate::event::cluster_connection_replaced();
                 *this.current.lock().unwrap_or_else(PoisonError::into_inner) =
                     (conn, Instant::now());
             }
