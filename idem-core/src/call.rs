@@ -175,8 +175,8 @@ impl<C> Call<'_, C> {
         Fut: Future<Output = Result<T, E>>,
     {
         let store = self.store.store();
-        let (poll_start, poll_max) = store.poll_backoff();
-        let mut backoff = poll_start;
+        let poll = store.poll_backoff();
+        let mut backoff = poll.first_delay();
         loop {
             let claim = match store.claim_now(&self.key, &self.fingerprint, self.spec.lease) {
                 Some(claim) => claim,
@@ -251,7 +251,7 @@ impl<C> Call<'_, C> {
                                 return self.give_up();
                             }
                             tokio::time::sleep_until(next).await;
-                            backoff = backoff.saturating_mul(2).min(poll_max);
+                            backoff = poll.next_delay(backoff);
                         }
                     }
                 }

@@ -40,6 +40,7 @@
 //! layouts, and the HTTP, PostgreSQL and message-consumer surfaces.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backoff;
 mod call;
 mod codec;
 mod error;
@@ -79,6 +80,7 @@ pub mod __private;
 #[cfg_attr(not(doctest), doc = include_str!("../README.md"))]
 pub mod guide {}
 
+pub use backoff::Backoff;
 pub use error::{BoxError, Error};
 pub use event::Outcome;
 pub use global::{

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backoff::{Backoff, DEFAULT_POLL};
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
 
@@ -230,10 +231,10 @@ pub trait Store: std::any::Any + Send + Sync + 'static {
     }
 
     /// The bounds of a waiter's polling when `claim` answers `InProgress` with
-    /// [`ChangeNotice::poll`]: the first delay, doubled after each poll up to the second.
-    /// The default is 5 ms up to 250 ms.
-    fn poll_backoff(&self) -> (Duration, Duration) {
-        (Duration::from_millis(5), Duration::from_millis(250))
+    /// [`ChangeNotice::poll`]: the first delay, doubled after each poll up to the longest
+    /// ([`Backoff::max_delay`]). The default is 5 ms up to 250 ms.
+    fn poll_backoff(&self) -> Backoff {
+        DEFAULT_POLL
     }
 
     /// A short name for logs and events (`"moka"`, `"redis"`).

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use idem_core::{PostgresStore, SharedStore, idempotent};
+use idem_core::store::{Claim, Store};
+use idem_core::{Backoff, Fingerprint, KeyHasher, PostgresStore, SharedStore, idempotent};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
@@ -370,6 +371,49 @@ async fn a_waiter_gives_up_after_wait_while_the_first_transaction_stays_open() {
     assert!(committed.elapsed() < Duration::from_millis(500));
     assert_eq!(fx.ctx.runs(), 1);
     assert_eq!(fx.orders("w").await, 1);
+    fx.cleanup().await;
+}
+
+/// A waiter behind a committed claim without an outcome polls with its store's
+/// `poll_backoff`: one without bound (`Duration::MAX`) saturates at the wait's deadline,
+/// never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_poll_backoff_waits_until_the_deadline_without_a_panic() {
+    let fx = fixture_or_skip!("txpollmax", Duration::from_millis(1), 2);
+    let store = PostgresStore::builder(fx.url.as_str())
+        .table(fx.table.as_str())
+        .poll_backoff(Backoff::new(Duration::MAX).max(Duration::MAX))
+        .build()
+        .await
+        .unwrap();
+    // A claim committed on its own (shared mode), live for a minute.
+    let key = KeyHasher::unkeyed()
+        .key(&["tests.pg_tx.place.v1"], &"unbounded")
+        .unwrap();
+    let fingerprint = Fingerprint::from_bytes([0; 32]);
+    let claim = store
+        .claim(&key, &fingerprint, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Claimed { .. }), "{claim:?}");
+    let ctx = Ctx {
+        store: SharedStore::new(store),
+        orders: fx.ctx.orders.clone(),
+        runs: Arc::new(AtomicUsize::new(0)),
+        body: Duration::from_millis(1),
+    };
+
+    let mut tx = fx.pool.begin().await.unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        place_wait_1s(cmd("unbounded"), &ctx, &mut tx).await,
+        Err(TestError::Idem(IdemKind::InProgress))
+    );
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    tx.rollback().await.unwrap();
+    assert_eq!(ctx.runs(), 0);
     fx.cleanup().await;
 }
 

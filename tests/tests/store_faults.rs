@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use idem_core::store::Store;
-use idem_core::{Fingerprint, KeyHasher, RedisStore, SharedStore, idempotent};
+use idem_core::{Backoff, Fingerprint, KeyHasher, RedisStore, SharedStore, idempotent};
 use tests::redis_server::{RedisServer, redis_available};
 use tests::{IdemKind, TestError, chain};
 
@@ -201,7 +201,12 @@ async fn durations_without_bound_saturate_in_the_redis_builder_and_store() {
     let store = RedisStore::builder(server.url())
         .connect_timeout(Duration::MAX)
         .response_timeout(Duration::MAX)
-        .reconnect_backoff(Duration::MAX, Duration::MAX, usize::MAX)
+        .reconnect_backoff(
+            Backoff::new(Duration::MAX)
+                .max(Duration::MAX)
+                .retries(usize::MAX),
+        )
+        .poll_backoff(Backoff::new(Duration::MAX).max(Duration::MAX))
         .build()
         .await
         .unwrap();

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use super::schema::{self, DEFAULT_TABLE, Table};
 use super::store::Sql;
 use super::{Inner, PostgresStore, purge};
+use crate::backoff::{Backoff, DEFAULT_POLL};
 use crate::error::Error;
 use crate::redact::redact_url;
 
@@ -25,8 +26,6 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default size of a pool the store opens itself.
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
-/// The default bounds of a waiter's polling.
-const DEFAULT_POLL: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(250));
 /// The default pause between two background purges.
 const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// The default number of rows one purge statement deletes.
@@ -122,7 +121,7 @@ pub struct PostgresStoreBuilder {
     connect_timeout: Duration,
     response_timeout: Duration,
     max_connections: u32,
-    poll: (Duration, Duration),
+    poll: Backoff,
     purge_interval: Option<Duration>,
     purge_batch: u32,
     create_table: bool,
@@ -216,18 +215,19 @@ impl PostgresStoreBuilder {
     }
 
     /// The bounds of a waiting duplicate's polling while another holder runs: the first
-    /// delay, doubled after each poll up to the longest (default 5 ms up to 250 ms).
-    /// Duplicates inside one process share one poller.
+    /// delay (at least 1 ms), doubled after each poll up to the longest (default 5 ms up
+    /// to 250 ms). Duplicates inside one process share one poller.
     ///
     /// ```
     /// use std::time::Duration;
+    /// use idem_core::Backoff;
+    ///
     /// let builder = idem_core::PostgresStore::builder("postgres://127.0.0.1/app")
-    ///     .poll_backoff(Duration::from_millis(10), Duration::from_millis(500));
+    ///     .poll_backoff(Backoff::new(Duration::from_millis(10)).max(Duration::from_millis(500)));
     /// # drop(builder);
     /// ```
-    pub fn poll_backoff(mut self, first: Duration, longest: Duration) -> Self {
-        let first = first.max(Duration::from_millis(1));
-        self.poll = (first, longest.max(first));
+    pub fn poll_backoff(mut self, backoff: Backoff) -> Self {
+        self.poll = backoff.first_at_least(Duration::from_millis(1));
         self
     }
 

@@ -47,6 +47,7 @@ pub use builder::{PostgresSource, PostgresStoreBuilder};
 use schema::Table;
 use store::Sql;
 
+use crate::backoff::Backoff;
 use crate::error::Error;
 
 /// A [`Store`](crate::Store) in PostgreSQL: every process that connects to the same
@@ -86,7 +87,7 @@ pub(crate) struct Inner {
     tx_sql: tx::TxSql,
     /// A hard bound on one store operation: getting a connection plus the reply.
     op_timeout: Duration,
-    poll: (Duration, Duration),
+    poll: Backoff,
     /// The URL without credentials, for messages.
     target: String,
 }

@@ -9,6 +9,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use super::row::{self, Stored, VERSION};
 use super::schema::Table;
 use super::{Inner, PostgresStore};
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
 use crate::store::{BoxFuture, Claim, Record, Store, Token};
@@ -273,7 +274,7 @@ impl Store for PostgresStore {
         })
     }
 
-    fn poll_backoff(&self) -> (Duration, Duration) {
+    fn poll_backoff(&self) -> Backoff {
         self.inner.poll
     }
 

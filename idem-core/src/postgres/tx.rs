@@ -28,6 +28,7 @@ use super::PostgresStore;
 use super::row::{self, Stored, VERSION};
 use super::schema::{DEFAULT_TABLE, Table};
 use crate::__private::{ErrOf, IdemError, IdemResult, Ids, OkOf, StoredValue};
+use crate::backoff::DEFAULT_POLL;
 use crate::call::ErrCodec;
 use crate::codec::{self, Stored as Outcome};
 use crate::error::Error;
@@ -187,10 +188,11 @@ where
         None => SqlRef::Default,
     };
     let deadline = Instant::now() + spec.wait;
-    let (mut backoff, poll_max) = match &statements {
+    let poll = match &statements {
         SqlRef::Store(store) => store.inner.poll,
-        SqlRef::Default => (Duration::from_millis(5), Duration::from_millis(250)),
+        SqlRef::Default => DEFAULT_POLL,
     };
+    let mut backoff = poll.first_delay();
     let mut waited = false;
     loop {
         let wait = match spec.in_flight {
@@ -264,8 +266,9 @@ where
                 // A committed claim row without an outcome (a cancelled call whose caller
                 // committed anyway) holds until its lease lapses: poll.
                 waited = true;
-                tokio::time::sleep_until(deadline.min(now + backoff)).await;
-                backoff = (backoff * 2).min(poll_max);
+                let next = now.checked_add(backoff).unwrap_or(deadline);
+                tokio::time::sleep_until(deadline.min(next)).await;
+                backoff = poll.next_delay(backoff);
             }
         }
     }

@@ -12,6 +12,7 @@ use super::near::NearCache;
 use super::replicas::Replicas;
 use super::wire::SCRIPTS;
 use super::{Inner, RedisStore};
+use crate::backoff::{Backoff, DEFAULT_POLL};
 use crate::error::Error;
 use crate::redact::redact_url;
 
@@ -21,11 +22,12 @@ const DEFAULT_PREFIX: &str = "idem";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default bound on one command's reply.
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The default reconnect backoff: first delay, longest delay, attempts after the first.
-const DEFAULT_RECONNECT: (Duration, Duration, usize) =
-    (Duration::from_millis(25), Duration::from_millis(250), 1);
-/// The default bounds of a waiter's polling.
-const DEFAULT_POLL: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(250));
+/// How many reconnect attempts follow the first, unless the backoff says.
+const DEFAULT_RECONNECT_RETRIES: usize = 1;
+/// The default reconnect backoff.
+const DEFAULT_RECONNECT: Backoff = Backoff::new(Duration::from_millis(25))
+    .max(Duration::from_millis(250))
+    .retries(DEFAULT_RECONNECT_RETRIES);
 
 /// Where a [`RedisStoreBuilder`] connects.
 #[derive(Clone)]
@@ -44,7 +46,7 @@ pub(super) enum Target {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use idem_core::RedisStore;
+/// use idem_core::{Backoff, RedisStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), idem_core::Error> {
@@ -52,8 +54,8 @@ pub(super) enum Target {
 ///     .prefix("billing-idem")
 ///     .connect_timeout(Duration::from_millis(500))
 ///     .response_timeout(Duration::from_millis(250))
-///     .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100), 2)
-///     .poll_backoff(Duration::from_millis(2), Duration::from_millis(100))
+///     .reconnect_backoff(Backoff::new(Duration::from_millis(10)).max(Duration::from_millis(100)).retries(2))
+///     .poll_backoff(Backoff::new(Duration::from_millis(2)).max(Duration::from_millis(100)))
 ///     .build()
 ///     .await?;
 /// # drop(store);
@@ -67,8 +69,8 @@ pub struct RedisStoreBuilder {
     prefix: String,
     connect_timeout: Duration,
     response_timeout: Duration,
-    reconnect: (Duration, Duration, usize),
-    poll: (Duration, Duration),
+    reconnect: Backoff,
+    poll: Backoff,
     replicas: Option<Replicas>,
     near: Option<(u64, Duration)>,
 }
@@ -144,33 +146,42 @@ impl RedisStoreBuilder {
 
     /// How the connection is re-established after it broke: the first delay between two
     /// attempts, the longest delay, and how many attempts follow the first one (default
-    /// 25 ms, 250 ms, 1). Once these fail, the operation fails with [`Error::Store`] and
-    /// the next operation tries again, so the store recovers by itself when Redis returns.
+    /// 25 ms up to 250 ms, 1 retry; 1 retry too when the backoff does not set
+    /// [`retries`](Backoff::retries)). Once these fail, the operation fails with
+    /// [`Error::Store`] and the next operation tries again, so the store recovers by
+    /// itself when Redis returns.
     ///
     /// ```
     /// use std::time::Duration;
-    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
-    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100), 3);
+    /// use idem_core::Backoff;
+    ///
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379").reconnect_backoff(
+    ///     Backoff::new(Duration::from_millis(10))
+    ///         .max(Duration::from_millis(100))
+    ///         .retries(3),
+    /// );
     /// # drop(builder);
     /// ```
-    pub fn reconnect_backoff(mut self, first: Duration, longest: Duration, retries: usize) -> Self {
-        self.reconnect = (first, longest.max(first), retries);
+    pub fn reconnect_backoff(mut self, backoff: Backoff) -> Self {
+        let retries = backoff.max_retries().unwrap_or(DEFAULT_RECONNECT_RETRIES);
+        self.reconnect = backoff.retries(retries);
         self
     }
 
     /// The bounds of a waiting duplicate's polling while another holder runs: the first
-    /// delay, doubled after each poll up to the longest (default 5 ms up to 250 ms).
-    /// Duplicates inside one process share one poller.
+    /// delay (at least 1 ms), doubled after each poll up to the longest (default 5 ms up
+    /// to 250 ms). Duplicates inside one process share one poller.
     ///
     /// ```
     /// use std::time::Duration;
+    /// use idem_core::Backoff;
+    ///
     /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
-    ///     .poll_backoff(Duration::from_millis(10), Duration::from_millis(500));
+    ///     .poll_backoff(Backoff::new(Duration::from_millis(10)).max(Duration::from_millis(500)));
     /// # drop(builder);
     /// ```
-    pub fn poll_backoff(mut self, first: Duration, longest: Duration) -> Self {
-        let first = first.max(Duration::from_millis(1));
-        self.poll = (first, longest.max(first));
+    pub fn poll_backoff(mut self, backoff: Backoff) -> Self {
+        self.poll = backoff.first_at_least(Duration::from_millis(1));
         self
     }
 
@@ -226,7 +237,12 @@ impl RedisStoreBuilder {
     /// # }
     /// ```
     pub async fn build(self) -> Result<RedisStore, Error> {
-        let (first, longest, retries) = self.reconnect;
+        let first = self.reconnect.first_delay();
+        let longest = self.reconnect.max_delay();
+        let retries = self
+            .reconnect
+            .max_retries()
+            .unwrap_or(DEFAULT_RECONNECT_RETRIES);
         // Every attempt, and the waits between them, plus the reply.
         // Saturating: `Duration::MAX` means "no bound", never a panic.
         let retries_u32 = u32::try_from(retries).unwrap_or(u32::MAX);

@@ -52,10 +52,10 @@ mod wire;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use builder::RedisStoreBuilder;
 
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::key::Key;
 #[cfg(doc)]
@@ -94,7 +94,7 @@ pub struct RedisStore {
 struct Inner {
     runner: Runner,
     prefix: String,
-    poll: (Duration, Duration),
+    poll: Backoff,
     /// Replicas to wait for after a claim and a `complete` (`WAIT`), if set.
     replicas: Option<replicas::Replicas>,
     /// Completed records recently seen, if the near-cache is on.

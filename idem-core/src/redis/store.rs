@@ -11,6 +11,7 @@ use super::wire::{
     CLAIM_PREFIX_LEN, SCRIPTS, claim_prefix, claim_prefix_into, encode_record, int_reply,
     millis_arg, millis_into, parse_claim, redis_key_into, unexpected,
 };
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
 use crate::store::{BoxFuture, Claim, Record, Store, Token};
@@ -152,7 +153,7 @@ impl Store for RedisStore {
         Some(Ok(Claim::Completed(record)))
     }
 
-    fn poll_backoff(&self) -> (Duration, Duration) {
+    fn poll_backoff(&self) -> Backoff {
         self.inner.poll
     }
 
