@@ -41,6 +41,21 @@ async fn charge_redis(req: &Request) -> Result<Receipt, BenchError> {
     Ok(body(req))
 }
 
+static NEAR_STORE: OnceLock<SharedStore> = OnceLock::new();
+static MOKA_STORE: OnceLock<SharedStore> = OnceLock::new();
+
+/// The same function on a `RedisStore` with a near-cache ...
+#[idempotent(name = "bench.redis", ttl = "10m", store = NEAR_STORE.get().expect("near store"))]
+async fn charge_near(req: &Request) -> Result<Receipt, BenchError> {
+    Ok(body(req))
+}
+
+/// ... and on a `MokaStore`, the in-memory baseline of a near-cached hit.
+#[idempotent(name = "bench.redis", ttl = "10m", store = MOKA_STORE.get().expect("moka store"))]
+async fn charge_moka(req: &Request) -> Result<Receipt, BenchError> {
+    Ok(body(req))
+}
+
 static SLOW_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[idempotent(name = "bench.redis.slow", ttl = "10m", store = store())]
@@ -406,8 +421,61 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(url));
+    rt.block_on(run(url.clone()));
+    near_cache(&rt, &url);
     drop(server);
+}
+
+/// Criterion group `redis_near_cache_hit`: a repeat hit answered by `RedisStore`'s
+/// near-cache, beside a `MokaStore` hit (target ≤ 1.5×) and a plain `RedisStore` hit;
+/// then the Redis commands 10,000 near-cached hits sent (`INFO commandstats`).
+fn near_cache(rt: &tokio::runtime::Runtime, url: &str) {
+    let req = request("redis-near-hit");
+    rt.block_on(async {
+        let near = RedisStore::builder(url)
+            .near_cache(64 << 20, Duration::from_secs(60))
+            .build()
+            .await
+            .expect("near-cached RedisStore");
+        NEAR_STORE.set(SharedStore::new(near)).ok().unwrap();
+        MOKA_STORE
+            .set(SharedStore::new(idem_core::MokaStore::new()))
+            .ok()
+            .unwrap();
+        charge_near(&req).await.unwrap();
+        charge_moka(&req).await.unwrap();
+        charge_redis(&req).await.unwrap();
+    });
+    let mut c = criterion::Criterion::default().configure_from_args();
+    let mut g = c.benchmark_group("redis_near_cache_hit");
+    g.bench_function("idem RedisStore, near-cached hit", |b| {
+        b.to_async(rt).iter(|| charge_near(black_box(&req)))
+    });
+    g.bench_function("idem MokaStore hit (baseline)", |b| {
+        b.to_async(rt).iter(|| charge_moka(black_box(&req)))
+    });
+    g.bench_function("idem RedisStore hit, no near-cache (one round trip)", |b| {
+        b.to_async(rt).iter(|| charge_redis(black_box(&req)))
+    });
+    g.finish();
+    let sent = rt.block_on(async {
+        let mut admin = connection(url).await;
+        reset_stats(&mut admin).await;
+        for _ in 0..10_000 {
+            black_box(charge_near(&req).await.unwrap());
+        }
+        command_stats(&mut admin).await
+    });
+    let sent: Vec<String> = sent
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "info" | "config" | "slowlog"))
+        .map(|(name, calls)| format!("{name} {calls}"))
+        .collect();
+    println!(
+        "\nRedis commands during 10,000 near-cached hits: {}",
+        if sent.is_empty() { "none".to_owned() } else { sent.join(", ") }
+    );
+    c.final_summary();
 }
 
 async fn run(url: String) {
