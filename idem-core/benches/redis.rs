@@ -473,7 +473,11 @@ fn near_cache(rt: &tokio::runtime::Runtime, url: &str) {
         .collect();
     println!(
         "\nRedis commands during 10,000 near-cached hits: {}",
-        if sent.is_empty() { "none".to_owned() } else { sent.join(", ") }
+        if sent.is_empty() {
+            "none".to_owned()
+        } else {
+            sent.join(", ")
+        }
     );
     c.final_summary();
 }

@@ -131,27 +131,25 @@ impl<C> Call<'_, C> {
                 Joined::Lead(lead) => {
                     return self.lead(body, Some(lead), Some(deadline), followed).await;
                 }
-                Joined::Follow(mut leader) => {
+                Joined::Follow(leader) => {
                     followed = true;
-                    let published =
-                        tokio::time::timeout_at(deadline, leader.wait_for(|p| !p.is_pending()))
-                            .await;
-                    match published.map(|p| p.map(|p| p.clone())) {
-                        Ok(Ok(Published::Record(record))) => {
+                    let published = tokio::time::timeout_at(deadline, leader.published()).await;
+                    match published {
+                        Ok(Published::Record(record)) => {
                             return self.replay(&record, Outcome::Waited);
                         }
                         // The leader's claim failed: the store is failing for this key now,
                         // and trying again one follower at a time would only hand the outage
                         // out slowly.
-                        Ok(Ok(Published::Failed(shared))) => {
+                        Ok(Published::Failed(shared)) => {
                             let err = shared.to_error();
                             event::store_error(self.spec, &self.key, "claim (shared)", &err);
                             return Err(idem_error(err));
                         }
-                        Ok(Ok(Published::Pending)) => unreachable!("waited for a publication"),
                         // The leader ended without a result (error, panic, cancel, or its
-                        // own wait ran out): try again, perhaps as the leader.
-                        Ok(Err(_closed)) => continue,
+                        // own wait ran out): try again, perhaps as the leader. (`published`
+                        // returns no `Pending`.)
+                        Ok(Published::Ended | Published::Pending) => continue,
                         Err(_elapsed) => return self.give_up(),
                     }
                 }

@@ -4,9 +4,10 @@
 //! one poller. A leader's claim that fails fails its followers at once with the same error
 //! (an outage is not handed out one caller at a time).
 
-use std::sync::{Arc, LazyLock};
+use std::pin::pin;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::error::SharedError;
 use crate::key::{Key, ShardedMap};
@@ -23,55 +24,112 @@ pub(crate) enum Published {
     Record(Arc<Record>),
     /// The leader's claim failed: so does every follower's.
     Failed(SharedError),
+    /// The leader ended with neither (an error, a panic, a cancel, or its wait ran out):
+    /// followers try again themselves.
+    Ended,
 }
 
-impl Published {
-    pub(crate) fn is_pending(&self) -> bool {
-        matches!(self, Published::Pending)
+/// One flight: what its leader published, and its followers' wake-up.
+///
+/// Not a `watch` channel: most flights are a single call that finds a record, and a
+/// `watch` sender notifies its (sharded) waiter lists on every send and on drop, which cost
+/// a hit more than the rest of the flight. Here a leader without followers touches neither
+/// the state nor the `Notify`.
+pub(crate) struct Flight {
+    published: Mutex<Published>,
+    notify: Notify,
+}
+
+impl Flight {
+    /// Waits until the leader publishes or ends.
+    pub(crate) async fn published(&self) -> Published {
+        loop {
+            // Registered before the state is read, so a publication in between still wakes.
+            let mut notified = pin!(self.notify.notified());
+            notified.as_mut().enable();
+            let published = self
+                .published
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if !matches!(published, Published::Pending) {
+                return published;
+            }
+            notified.await;
+        }
     }
 }
 
-static FLIGHTS: LazyLock<ShardedMap<FlightId, watch::Receiver<Published>>> =
-    LazyLock::new(ShardedMap::new);
+static FLIGHTS: LazyLock<ShardedMap<FlightId, Arc<Flight>>> = LazyLock::new(ShardedMap::new);
 
 /// Either lead the flight for a key, or follow the one already under way.
 pub(crate) enum Joined {
     Lead(FlightLead),
-    Follow(watch::Receiver<Published>),
+    Follow(Arc<Flight>),
 }
 
 /// Joins the flight for `key` on the store `store_id`, or starts it.
 pub(crate) fn join(store_id: usize, key: Key) -> Joined {
     let id = (store_id, key);
     let mut flights = FLIGHTS.lock(&key);
-    if let Some(rx) = flights.get(&id) {
-        return Joined::Follow(rx.clone());
+    if let Some(flight) = flights.get(&id) {
+        return Joined::Follow(Arc::clone(flight));
     }
-    let (tx, rx) = watch::channel(Published::Pending);
-    flights.insert(id, rx);
-    Joined::Lead(FlightLead { id, tx })
+    let flight = Arc::new(Flight {
+        published: Mutex::new(Published::Pending),
+        notify: Notify::new(),
+    });
+    flights.insert(id, Arc::clone(&flight));
+    Joined::Lead(FlightLead { id, flight })
 }
 
 /// The leader's side: publishes the record or the claim's error, and ends the flight when
 /// dropped (followers with neither then try again themselves).
 pub(crate) struct FlightLead {
     id: FlightId,
-    tx: watch::Sender<Published>,
+    flight: Arc<Flight>,
 }
 
 impl FlightLead {
     pub(crate) fn publish(&self, record: &Arc<Record>) {
-        self.tx.send_replace(Published::Record(Arc::clone(record)));
+        self.end(|| Published::Record(Arc::clone(record)));
     }
 
     pub(crate) fn fail(&self, error: &SharedError) {
-        self.tx.send_replace(Published::Failed(error.clone()));
+        self.end(|| Published::Failed(error.clone()));
+    }
+
+    /// Closes the flight to new followers, then tells the ones it has (if any) the first
+    /// outcome published.
+    fn end(&self, outcome: impl FnOnce() -> Published) {
+        let mut flights = FLIGHTS.lock(&self.id.1);
+        if flights
+            .get(&self.id)
+            .is_some_and(|flight| Arc::ptr_eq(flight, &self.flight))
+        {
+            flights.remove(&self.id);
+        }
+        drop(flights);
+        // Followers clone the flight only from the table, under its lock: with the entry
+        // gone, no follower can appear, and a count of one (this leader) means none waits.
+        if Arc::strong_count(&self.flight) == 1 {
+            return;
+        }
+        let mut published = self
+            .flight
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if matches!(*published, Published::Pending) {
+            *published = outcome();
+        }
+        drop(published);
+        self.flight.notify.notify_waiters();
     }
 }
 
 impl Drop for FlightLead {
     fn drop(&mut self) {
-        // Only the leader inserts and removes its flight, so the entry is this one.
-        FLIGHTS.lock(&self.id.1).remove(&self.id);
+        self.end(|| Published::Ended);
     }
 }
