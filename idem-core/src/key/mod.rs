@@ -14,4 +14,6 @@ mod encoder;
 mod map;
 
 pub use digest::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
-pub(crate) use map::{KeyHashBuilder, ShardedMap};
+#[cfg(feature = "moka")]
+pub(crate) use map::KeyHashBuilder;
+pub(crate) use map::ShardedMap;
