@@ -51,3 +51,26 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 pub mod http_server;
 pub mod postgres;
 pub mod redis_server;
+
+/// Captures what a `tracing_subscriber::fmt` subscriber writes (pass a clone to its
+/// `with_writer`), for the tests that read idem's log lines.
+#[derive(Clone, Default)]
+pub struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("the log is UTF-8")
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,30 +1,13 @@
 //! The layer's `tracing` events carry the outcome, the route and the key hash — never the
 //! client's raw key.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use idem_core::MokaStore;
 use idem_core::http::IdempotencyLayer;
 use tests::http_server::{TestServer, client};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn events_name_the_outcome_the_route_and_the_key_hash() {
-    let captured = Captured::default();
+    let captured = tests::CapturedLog::default();
     let writer = captured.clone();
     tracing::subscriber::set_global_default(
         tracing_subscriber::fmt()
@@ -51,7 +34,7 @@ async fn events_name_the_outcome_the_route_and_the_key_hash() {
     send("{}").await.unwrap();
     send("{\"other\":1}").await.unwrap();
     http.post(server.url("/charges")).send().await.unwrap();
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("outcome=")).collect();
     let find = |outcome: &str| {
         lines

@@ -3,26 +3,11 @@
 //! only its kind. Against its own `redis-server`, which the test stops. In its own test
 //! binary, since it sets the global subscriber.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use idem_core::{RedisStore, SharedStore, idempotent};
 use tests::redis_server::{RedisServer, redis_available};
 use tests::{IdemKind, TestError};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 struct Ctx {
     store: SharedStore,
@@ -41,7 +26,7 @@ async fn warnings_and_errors_are_under_target_idem_with_their_chain() {
     if !redis_available() {
         return;
     }
-    let captured = Captured::default();
+    let captured = tests::CapturedLog::default();
     let writer = captured.clone();
     tracing::subscriber::set_global_default(
         tracing_subscriber::fmt()
@@ -68,7 +53,7 @@ async fn warnings_and_errors_are_under_target_idem_with_their_chain() {
         Err(TestError::Idem(IdemKind::Store))
     );
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     println!("{log}");
     let release = log
         .lines()

@@ -516,25 +516,10 @@ async fn keyed_by_nats_msg_id_a_republished_message_is_replayed_and_one_without_
     fx.delete().await;
 }
 
-/// Captures what a `tracing_subscriber::fmt` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // One thread, so the subscriber set for this thread sees every event of the test.
 #[tokio::test(flavor = "current_thread")]
 async fn each_message_emits_an_event_with_stream_consumer_sequence_delivery_and_outcome() {
-    let captured = Captured::default();
+    let captured = tests::CapturedLog::default();
     let writer = captured.clone();
     let _subscriber = tracing::subscriber::set_default(
         tracing_subscriber::fmt()
@@ -561,7 +546,7 @@ async fn each_message_emits_an_event_with_stream_consumer_sequence_delivery_and_
             })
             .await;
     }
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let event = |outcome: &str| {
         log.lines()
             .find(|l| l.contains("idem::nats") && l.contains(&format!("outcome=\"{outcome}\"")))
