@@ -290,7 +290,7 @@ where
     R::Err: IdemError<M2>,
     Fut: Future<Output = R>,
 {
-    let Some((store, ids)) = probe::offer(store, ids, probe::shared) else {
+    let Some((store, ids)) = probe::offer(store, ids, |store| store.cloned()) else {
         return probe::stop().await;
     };
     // Pinned here, once: every layer below holds a reference, not its own copy of the body
@@ -356,7 +356,7 @@ where
     ErrOf<R, M2>: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let Some((store, ids)) = probe::offer(store, ids, probe::shared) else {
+    let Some((store, ids)) = probe::offer(store, ids, |store| store.cloned()) else {
         return probe::stop().await;
     };
     let store = match store {

@@ -50,11 +50,6 @@ pub(crate) fn offer<S>(
     None
 }
 
-/// The store of a call with a store handle (not transaction mode).
-pub(crate) fn shared(store: Result<&SharedStore, Error>) -> Result<SharedStore, Error> {
-    store.cloned()
-}
-
 /// Stops a probed call: it never completes, and the probe drops it.
 pub(crate) async fn stop<T>() -> T {
     std::future::pending().await
