@@ -293,33 +293,11 @@ where
     let Some((store, ids)) = probe::offer(store, ids, |store| store.cloned()) else {
         return probe::stop().await;
     };
-    // Pinned here, once: every layer below holds a reference, not its own copy of the body
-    // (each copy would multiply the size of nested idempotent calls' futures).
-    let body = std::pin::pin!(body);
-    R::from_result(
-        match execute::<R, M1, M2, _>(spec, store, ids, errors, body).await {
-            Ok(value) => Ok(StoredValue::from_checked(value)),
-            Err(err) => Err(IdemError::from_checked(err)),
-        },
-    )
-}
-
-async fn execute<R, M1, M2, Fut>(
-    spec: &'static Spec,
-    store: Result<&SharedStore, Error>,
-    ids: Result<Ids, Error>,
-    errors: ErrCodec<ErrOf<R, M2>>,
-    body: Fut,
-) -> Result<OkOf<R, M1>, ErrOf<R, M2>>
-where
-    R: IdemResult,
-    R::Ok: StoredValue<M1>,
-    R::Err: IdemError<M2>,
-    Fut: Future<Output = R>,
-{
     let (store, (key, fingerprint)) = match (store, ids) {
         (Ok(store), Ok(ids)) => (store, ids),
-        (Err(err), _) | (_, Err(err)) => return Err(idem_error(err)),
+        (Err(err), _) | (_, Err(err)) => {
+            return R::from_result(Err(IdemError::from_checked(idem_error(err))));
+        }
     };
     let call = Call {
         spec,
@@ -328,13 +306,20 @@ where
         fingerprint,
         codec: errors,
     };
+    // Pinned here, once: every layer below holds a reference, not its own copy of the body
+    // (each copy would multiply the size of nested idempotent calls' futures).
+    let body = std::pin::pin!(body);
     let body = async move {
         match body.await.into_result() {
-            Ok(value) => Ok(value.into_checked()),
-            Err(err) => Err(err.into_checked()),
+            Ok(value) => Ok(StoredValue::into_checked(value)),
+            Err(err) => Err(IdemError::into_checked(err)),
         }
     };
-    call.execute(body).await
+    let outcome: Result<OkOf<R, M1>, ErrOf<R, M2>> = call.execute(body).await;
+    R::from_result(match outcome {
+        Ok(value) => Ok(StoredValue::from_checked(value)),
+        Err(err) => Err(IdemError::from_checked(err)),
+    })
 }
 
 /// Runs one call in a spawned task (`detach`): it completes and stores its outcome even if

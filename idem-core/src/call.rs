@@ -90,8 +90,9 @@ pub(crate) struct Call<'a, C> {
 }
 
 impl<C> Call<'_, C> {
-    /// Runs the call to its end: a replay, an execution, or an error.
-    pub(crate) async fn execute<T, E, Fut>(self, body: Fut) -> Result<T, E>
+    /// Runs the call to its end: a replay, an execution, or an error. (The future of
+    /// [`Call::settle`] itself, not one wrapping it: a hit moves the call once less.)
+    pub(crate) fn execute<T, E, Fut>(self, body: Fut) -> impl Future<Output = Result<T, E>>
     where
         C: OutcomeCodec<T, E>,
         E: From<Error>,
@@ -101,12 +102,14 @@ impl<C> Call<'_, C> {
         #[cfg(feature = "metrics")]
         {
             let (spec, started) = (self.spec, std::time::Instant::now());
-            let result = self.settle(body).await;
-            crate::metrics::call_duration(spec, started.elapsed());
-            result
+            async move {
+                let result = self.settle(body).await;
+                crate::metrics::call_duration(spec, started.elapsed());
+                result
+            }
         }
         #[cfg(not(feature = "metrics"))]
-        self.settle(body).await
+        self.settle(body)
     }
 
     /// [`Call::execute`], untimed.

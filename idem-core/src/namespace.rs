@@ -12,6 +12,14 @@
 
 use std::any::type_name;
 
+/// What `type_name` of the closure the generated code writes in the function's async body
+/// prints after the function's path: the body's coroutine, then the closure.
+const CLOSURE_SUFFIX: &str = "::{{closure}}::{{closure}}";
+
+/// What `type_name` of the local `fn __idem_site() {}` the generated code writes in the
+/// function's async body prints after the function's path.
+const ITEM_SUFFIX: &str = "::{{closure}}::__idem_site";
+
 /// Where one call of an `#[idempotent]` function runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Site {
@@ -24,14 +32,15 @@ pub struct Site {
 }
 
 impl Site {
-    /// `closure` is a closure and `item` a local `fn` item, both written directly in the
-    /// function's (async) body; `default_name` is `module_path!()::fn_name` unless the
-    /// attribute gave a `name`.
+    /// `closure` is a closure and `item` a local `fn __idem_site() {}`, both written
+    /// directly in the function's (async) body; `default_name` is `module_path!()::fn_name`
+    /// unless the attribute gave a `name`.
+    #[inline]
     pub fn new<C, F>(closure: &C, item: &F, default_name: Option<&'static str>) -> Site {
         let _ = (closure, item);
         Site {
-            instance: parent(parent(type_name::<C>())),
-            definition: parent(parent(type_name::<F>())),
+            instance: function_path(type_name::<C>(), CLOSURE_SUFFIX),
+            definition: function_path(type_name::<F>(), ITEM_SUFFIX),
             default_name,
         }
     }
@@ -47,6 +56,7 @@ impl Site {
     }
 
     /// Whether the function runs with generic arguments.
+    #[inline]
     fn is_generic(&self) -> bool {
         self.instance != self.definition
     }
@@ -55,6 +65,7 @@ impl Site {
     /// (module path and fn name) and for a non-generic function with an explicit `name`;
     /// otherwise `name` and the instantiated path (default name), or `name` and each generic
     /// argument (explicit name, so moving the function keeps its keys).
+    #[inline]
     pub(crate) fn namespace(&self, name: &'static str) -> Namespace {
         match self.default_name {
             Some(default) if self.definition == default && !self.is_generic() => {
@@ -92,10 +103,19 @@ impl Namespace {
     }
 }
 
-/// `path` without its last `::` segment (the marker, then the async body's coroutine).
+/// The function's path in the `type_name` of a marker in its async body: `path` without
+/// `suffix`, as this compiler prints it (inlined, the comparisons of constant strings fold
+/// away: this runs on every call), else
+/// without its last two `::` segments (the marker, then the body's coroutine).
+#[inline]
+fn function_path(path: &'static str, suffix: &str) -> &'static str {
+    path.strip_suffix(suffix)
+        .unwrap_or_else(|| parent(parent(path)))
+}
+
+/// `path` without its last `::` segment.
 fn parent(path: &str) -> &str {
-    // A byte scan from the end: the last segment is short and holds no `:` (this runs on
-    // every call).
+    // A byte scan from the end: the last segment is short and holds no `:`.
     let bytes = path.as_bytes();
     match bytes.iter().rposition(|&b| b == b':') {
         Some(i) if i > 0 && bytes[i - 1] == b':' => path.get(..i - 1).unwrap_or(path),
@@ -179,7 +199,22 @@ mod tests {
     }
 
     fn site<C, F>(closure: &C, item: &F, default_name: Option<&'static str>) -> Site {
-        Site::new(closure, item, default_name)
+        // The suffixes of the fast path are what this compiler prints (else every call
+        // would take the slower scan, with the same result).
+        assert!(
+            type_name::<C>().ends_with(CLOSURE_SUFFIX),
+            "{}",
+            type_name::<C>()
+        );
+        assert!(
+            type_name::<F>().ends_with(ITEM_SUFFIX),
+            "{}",
+            type_name::<F>()
+        );
+        let site = Site::new(closure, item, default_name);
+        assert_eq!(site.instance, parent(parent(type_name::<C>())));
+        assert_eq!(site.definition, parent(parent(type_name::<F>())));
+        site
     }
 
     // The paths `type_name` prints here, checked against this compiler (the namespaces
@@ -189,19 +224,23 @@ mod tests {
 
         impl<T> Repo<T> {
             pub async fn load() -> super::Site {
-                fn marker() {}
-                super::site(&|| (), &marker, Some("x"))
+                fn __idem_site() {}
+                super::site(&|| (), &__idem_site, Some("x"))
             }
         }
 
         pub async fn plain() -> super::Site {
-            fn marker() {}
-            super::site(&|| (), &marker, Some(concat!(module_path!(), "::plain")))
+            fn __idem_site() {}
+            super::site(
+                &|| (),
+                &__idem_site,
+                Some(concat!(module_path!(), "::plain")),
+            )
         }
 
         pub async fn scaled<const N: u8>() -> super::Site {
-            fn marker() {}
-            super::site(&|| (), &marker, None)
+            fn __idem_site() {}
+            super::site(&|| (), &__idem_site, None)
         }
     }
 

@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::future::{Future, IntoFuture, poll_fn};
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
 use crate::error::Error;
@@ -20,6 +21,10 @@ tokio::task_local! {
     /// Where a probed call reports; set only while [`key_of`] or [`forget_call`] polls.
     static PROBE: RefCell<Option<Probed>>;
 }
+
+/// How many probes are polling right now, in the whole process: while none is, a call skips
+/// the task-local lookup (every call asks; probes are rare).
+static PROBING: AtomicUsize = AtomicUsize::new(0);
 
 /// A call's derived key and fingerprint, or why they could not be derived.
 type Derived = Result<(Key, Fingerprint), Error>;
@@ -33,21 +38,25 @@ struct Probed {
 /// Hands `store` and `ids` back when no probe is waiting (the call goes on); else reports
 /// the ids and the store `reached` gets from `store` to the probe and returns `None`: the
 /// call must then stop before it uses its store.
+#[inline]
 pub(crate) fn offer<S>(
     store: S,
     ids: Derived,
     reached: impl FnOnce(S) -> Result<SharedStore, Error>,
 ) -> Option<(S, Derived)> {
-    if PROBE.try_with(|_| ()).is_err() {
-        // The common case: one task-local lookup, no probe.
+    // The common case: no probe anywhere (one atomic load, inlined in every call), or none
+    // in this task.
+    if PROBING.load(Ordering::Acquire) == 0 || PROBE.try_with(|_| ()).is_err() {
         return Some((store, ids));
     }
-    let probed = Probed {
-        ids,
-        store: reached(store),
-    };
-    PROBE.with(|slot| *slot.borrow_mut() = Some(probed));
+    report(ids, reached(store));
     None
+}
+
+/// Reports a probed call's ids and store to its probe.
+#[cold]
+fn report(ids: Derived, store: Result<SharedStore, Error>) {
+    PROBE.with(|slot| *slot.borrow_mut() = Some(Probed { ids, store }));
 }
 
 /// Stops a probed call: it never completes, and the probe drops it.
@@ -55,8 +64,26 @@ pub(crate) async fn stop<T>() -> T {
     std::future::pending().await
 }
 
+/// Counts one probe in [`PROBING`] while it lives.
+struct Probing;
+
+impl Probing {
+    fn start() -> Probing {
+        PROBING.fetch_add(1, Ordering::AcqRel);
+        Probing
+    }
+}
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        PROBING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Polls `call` until it reports to the probe.
 async fn probe<F: IntoFuture>(call: F) -> Result<Probed, Error> {
+    // Counted before the call is first polled, here in the same task.
+    let _probing = Probing::start();
     PROBE
         .scope(RefCell::new(None), async {
             let mut call = pin!(call.into_future());

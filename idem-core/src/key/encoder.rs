@@ -236,22 +236,27 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
     type SerializeStruct = Self;
     type SerializeStructVariant = Self;
 
+    #[inline]
     fn serialize_bool(self, v: bool) -> Result<(), EncodeError> {
         self.out.push(if v { tag::TRUE } else { tag::FALSE });
         Ok(())
     }
+    #[inline]
     fn serialize_i8(self, v: i8) -> Result<(), EncodeError> {
         self.write_i64(v.into());
         Ok(())
     }
+    #[inline]
     fn serialize_i16(self, v: i16) -> Result<(), EncodeError> {
         self.write_i64(v.into());
         Ok(())
     }
+    #[inline]
     fn serialize_i32(self, v: i32) -> Result<(), EncodeError> {
         self.write_i64(v.into());
         Ok(())
     }
+    #[inline]
     fn serialize_i64(self, v: i64) -> Result<(), EncodeError> {
         self.write_i64(v);
         Ok(())
@@ -260,18 +265,22 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         self.write_int(v);
         Ok(())
     }
+    #[inline]
     fn serialize_u8(self, v: u8) -> Result<(), EncodeError> {
         self.write_u64(v.into());
         Ok(())
     }
+    #[inline]
     fn serialize_u16(self, v: u16) -> Result<(), EncodeError> {
         self.write_u64(v.into());
         Ok(())
     }
+    #[inline]
     fn serialize_u32(self, v: u32) -> Result<(), EncodeError> {
         self.write_u64(v.into());
         Ok(())
     }
+    #[inline]
     fn serialize_u64(self, v: u64) -> Result<(), EncodeError> {
         self.write_u64(v);
         Ok(())
@@ -286,9 +295,11 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         }
         Ok(())
     }
+    #[inline]
     fn serialize_f32(self, v: f32) -> Result<(), EncodeError> {
         self.serialize_f64(v.into())
     }
+    #[inline]
     fn serialize_f64(self, v: f64) -> Result<(), EncodeError> {
         // One NaN and one zero, so equal-looking arguments give one key.
         let v = if v.is_nan() {
@@ -302,21 +313,25 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         self.out.extend_from_slice(&v.to_bits().to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_char(self, v: char) -> Result<(), EncodeError> {
         self.out.push(tag::CHAR);
         self.write_varint(u32::from(v).into());
         Ok(())
     }
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<(), EncodeError> {
         self.write_str(v);
         Ok(())
     }
+    #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<(), EncodeError> {
         self.out.push(tag::BYTES);
         self.write_varint(v.len() as u128);
         self.out.extend_from_slice(v);
         Ok(())
     }
+    #[inline]
     fn serialize_none(self) -> Result<(), EncodeError> {
         self.out.push(tag::NONE);
         Ok(())
@@ -325,6 +340,7 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
         self.out.push(tag::SOME);
         value.serialize(self)
     }
+    #[inline]
     fn serialize_unit(self) -> Result<(), EncodeError> {
         self.out.push(tag::UNIT);
         Ok(())
@@ -391,6 +407,7 @@ impl<'e, 'a> ser::Serializer for &'e mut Encoder<'a> {
             },
         })
     }
+    #[inline]
     fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self, EncodeError> {
         self.out.push(tag::STRUCT);
         Ok(self)
@@ -416,6 +433,7 @@ macro_rules! seq_like {
             fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), EncodeError> {
                 value.serialize(&mut **self)
             }
+            #[inline]
             fn end(self) -> Result<(), EncodeError> {
                 self.out.push(tag::END);
                 Ok(())
@@ -444,6 +462,7 @@ macro_rules! struct_like {
                 self.write_str(name);
                 value.serialize(&mut **self)
             }
+            #[inline]
             fn end(self) -> Result<(), EncodeError> {
                 self.out.push(tag::END);
                 Ok(())
