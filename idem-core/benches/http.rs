@@ -9,7 +9,9 @@
 //! the `loopback` section (a table on stdout): HTTP/1.1 keep-alive
 //! throughput and latency over 64 connections, the bare route against the layer's replays,
 //! in alternating timed rounds. `IDEM_BENCH_SECTIONS=criterion,loopback` picks sections;
-//! `--profile replay|bare N` runs one path N times for a profiler.
+//! `--profile replay|bare N` runs one path N times for a profiler; `--ab A B ROUNDS MS`
+//! alternates short loopback rounds of two of `bare`, `replay` and `hash` (the bare route
+//! plus only the fingerprint's hashing, the part of a replay the contract requires).
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -267,6 +269,90 @@ fn loopback() {
     drop(client);
 }
 
+/// A route by name, for `--ab`.
+fn route_named(name: &str) -> Router {
+    match name {
+        "bare" => route(),
+        "replay" => route().layer(IdempotencyLayer::new().store(MokaStore::new())),
+        "hash" => Router::new().route("/charges", post(hash_then_answer)),
+        other => panic!("unknown route {other} (bare, replay, hash)"),
+    }
+}
+
+/// The bare route's answer after hashing the request as the layer's fingerprint does
+/// (method, path and query, content type, body): the floor of any replay.
+async fn hash_then_answer(
+    req: Request<Body>,
+) -> (
+    StatusCode,
+    [(header::HeaderName, &'static str); 1],
+    &'static str,
+) {
+    struct Raw<'a>(&'a [u8]);
+    impl serde::Serialize for Raw<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| Raw(v.as_bytes()));
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let fingerprint = idem_core::key_hasher()
+        .fingerprint(&(parts.method.as_str(), path, content_type, Raw(&body)))
+        .unwrap();
+    black_box(fingerprint);
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        RESPONSE,
+    )
+}
+
+/// `--ab A B ROUNDS MS`: short alternating loopback rounds of two routes, so load from
+/// other processes falls on both alike; prints B/A of the totals and the median pair.
+fn ab(a: &str, b: &str, rounds: usize, round_ms: u64) {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (server, client) = (runtime(), runtime());
+    let body = request_body();
+    let addrs = [
+        serve(&server, route_named(a)),
+        serve(&server, route_named(b)),
+    ];
+    for addr in addrs {
+        client.block_on(round(addr, body.clone(), WARM_UP));
+    }
+    let round_time = Duration::from_millis(round_ms);
+    let mut totals = [0u64; 2];
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let mut pair = [0u64; 2];
+        for (i, addr) in addrs.iter().enumerate() {
+            pair[i] = client.block_on(round(*addr, body.clone(), round_time)).0;
+            totals[i] += pair[i];
+        }
+        ratios.push(pair[1] as f64 / pair[0] as f64);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let secs = round_time.as_secs_f64() * rounds as f64;
+    println!(
+        "{a}: {:.0} req/s, {b}: {:.0} req/s, {b}/{a}: {:.3}x (totals), {:.3}x (median of {rounds} pairs)",
+        totals[0] as f64 / secs,
+        totals[1] as f64 / secs,
+        totals[1] as f64 / totals[0] as f64,
+        ratios[ratios.len() / 2]
+    );
+}
+
 fn section_enabled(name: &str) -> bool {
     std::env::var("IDEM_BENCH_SECTIONS")
         .map(|sections| sections.split(',').any(|s| s.trim() == name))
@@ -294,6 +380,11 @@ fn profile(what: &str, n: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--ab") {
+        let number = |at: usize| args[i + at].parse().unwrap();
+        ab(&args[i + 1], &args[i + 2], number(3) as usize, number(4));
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         profile(&args[i + 1], args[i + 2].parse().unwrap());
         return;

@@ -53,6 +53,7 @@ mod fingerprint;
 mod key_header;
 mod layer;
 mod problem;
+mod request_body;
 mod service;
 mod wire;
 

@@ -10,9 +10,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::Service;
 use tracing::Instrument;
 
@@ -22,6 +21,7 @@ use super::fingerprint;
 use super::key_header::{self, KeyError};
 use super::layer::Shared;
 use super::problem::Problem;
+use super::request_body::{ReadError, read_whole};
 use super::wire::Stored;
 use crate::call::Call;
 use crate::error::{BoxError, Error};
@@ -37,6 +37,10 @@ use crate::store::Claim;
 /// assert_eq!(idem_core::http::REPLAYED_HEADER, "idempotent-replayed");
 /// ```
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// [`REPLAYED_HEADER`] as a header name, built at compile time (a `&str` name is parsed
+/// again on every insert).
+const REPLAYED: HeaderName = HeaderName::from_static(REPLAYED_HEADER);
 
 /// The `Retry-After` of a 409 for a request still in progress, in seconds.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -213,12 +217,10 @@ where
     if declared.is_some_and(|len| len > limit as u64) {
         return refuse(Problem::BodyTooLarge { limit }, "too_large");
     }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => {
-            return refuse(Problem::BodyTooLarge { limit }, "too_large");
-        }
-        Err(_) => return refuse(Problem::BodyUnreadable, "bad_body"),
+    let bytes = match read_whole(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(ReadError::TooLarge) => return refuse(Problem::BodyTooLarge { limit }, "too_large"),
+        Err(ReadError::Unreadable) => return refuse(Problem::BodyUnreadable, "bad_body"),
     };
     let Ok(fingerprint) = fingerprint::fingerprint(&parts, &bytes) else {
         return refuse(Problem::Internal, "codec_error");
@@ -230,12 +232,13 @@ where
             Err(_) => return refuse(Problem::StoreUnavailable, "store_error"),
         },
     };
-    let req = Request::from_parts(parts, ReqBody::from(bytes));
     let (spec, rules) = (shared.spec, config.capture);
     // The handler's future is built and boxed only once the key is claimed: a replay
-    // never builds it, and the call does not carry its size through every state.
+    // never builds it, and the call does not carry its size through every state. The
+    // request too: a replay does not box a body for it only to drop it.
     let body = async move {
         let mut inner = inner;
+        let req = Request::from_parts(parts, ReqBody::from(bytes));
         Box::pin(async move {
             match inner.call(req).await {
                 Ok(response) => capture(response, rules).await,
@@ -320,7 +323,7 @@ fn respond<E>(outcome: Result<Answer, Failure<E>>) -> Result<Response<ResponseBo
             *response.headers_mut() = headers;
             response
                 .headers_mut()
-                .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+                .insert(REPLAYED, HeaderValue::from_static("true"));
             response
         }
         Ok(Answer::Replay(Stored::Streamed { status })) => {

@@ -102,15 +102,21 @@ pub(crate) fn decode(record: &Arc<Record>) -> Result<Stored, Error> {
         KIND_STREAMED => Ok(Stored::Streamed { status }),
         KIND_REPLAYABLE => {
             let count = input.u16()?;
-            let mut headers = HeaderMap::with_capacity(usize::from(count));
+            // Room for the `Idempotent-Replayed` header the replay adds: a map that grows
+            // reallocates (twice at this size), on every replay.
+            let mut headers = HeaderMap::with_capacity(usize::from(count) + 1);
+            // Header values and the body share the record's bytes: no copy per replay.
+            let whole = Bytes::from_owner(RecordBytes(Arc::clone(record)));
             for _ in 0..count {
                 let len = usize::from(input.u16()?);
                 let name = HeaderName::from_bytes(input.take(len)?).map_err(Error::codec)?;
                 let len = input.u32()? as usize;
-                let value = HeaderValue::from_bytes(input.take(len)?).map_err(Error::codec)?;
+                input.take(len)?;
+                let value = HeaderValue::from_maybe_shared(whole.slice(input.at - len..input.at))
+                    .map_err(Error::codec)?;
                 headers.append(name, value);
             }
-            let body = Bytes::from_owner(RecordBytes(Arc::clone(record))).slice(input.at..);
+            let body = whole.slice(input.at..);
             Ok(Stored::Replayable {
                 status,
                 headers,
