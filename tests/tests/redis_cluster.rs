@@ -198,10 +198,18 @@ fn a_slot_migration_under_load_is_followed_and_no_body_runs_twice() {
             }
         }
 
-        // Records on every node before the migration, so keys move with the slots.
+        // Records on every node before the migration, so keys move with the slots: 2,000 of
+        // them, so a slot holds keys long enough to answer `ASK`. (With 200 keys and 16 a
+        // round, the pre-#7 store passed this test; as written, it failed 9 runs of 9: a
+        // waiting duplicate ran a body a second time, or the store still failed every call
+        // 15 s after the migration.)
         let mut failed = 0;
-        let warm: Vec<String> = (0..200).map(|i| format!("warm-{i}")).collect();
-        record(&mut results, round(warm.clone()).await, &mut failed);
+        let warm: Vec<String> = (0..2000).map(|i| format!("warm-{i}")).collect();
+        // In rounds of 250 keys: one burst of 8,000 calls would outlast the store's 1 s
+        // response bound on a loaded machine, which is not what this test is about.
+        for chunk in warm.chunks(250) {
+            record(&mut results, round(chunk.to_vec()).await, &mut failed);
+        }
         assert_eq!(failed, 0);
 
         let started = std::time::Instant::now();
@@ -218,8 +226,8 @@ fn a_slot_migration_under_load_is_followed_and_no_body_runs_twice() {
                 "the reshard did not finish"
             );
             // New keys, and replays of the warm keys whose slots are moving.
-            let mut ids: Vec<String> = (0..16).map(|i| format!("new-{rounds}-{i}")).collect();
-            ids.extend((0..16).map(|i| warm[(rounds * 16 + i) % warm.len()].clone()));
+            let mut ids: Vec<String> = (0..64).map(|i| format!("new-{rounds}-{i}")).collect();
+            ids.extend((0..64).map(|i| warm[(rounds * 64 + i) % warm.len()].clone()));
             record(&mut results, round(ids).await, &mut during);
             rounds += 1;
         }
@@ -241,8 +249,10 @@ fn a_slot_migration_under_load_is_followed_and_no_body_runs_twice() {
             if failed == 0 {
                 break;
             }
+            // Seconds, not minutes: a store stuck on its old connection failed for minutes
+            // (issue #7 A7). Recovery took 0.06-5.3 s in six runs here.
             assert!(
-                after.elapsed() < Duration::from_secs(8),
+                after.elapsed() < Duration::from_secs(15),
                 "still failing {:?} after the migration",
                 after.elapsed()
             );
