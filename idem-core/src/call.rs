@@ -112,7 +112,8 @@ impl<C> Call<'_, C> {
         self.settle(body)
     }
 
-    /// [`Call::execute`], untimed.
+    /// [`Call::execute`], untimed. (The steps below borrow the call: a hit does not move
+    /// it again.)
     async fn settle<T, E, Fut>(self, body: Fut) -> Result<T, E>
     where
         C: OutcomeCodec<T, E>,
@@ -164,7 +165,7 @@ impl<C> Call<'_, C> {
     /// replay, the body ran here, or the wait is over. `waited`: this call already waited
     /// (as a follower), so its claims are polls bounded by its deadline.
     async fn lead<T, E, Fut>(
-        self,
+        &self,
         body: Fut,
         flight: Option<FlightLead>,
         mut deadline: Option<Instant>,
@@ -294,7 +295,7 @@ impl<C> Call<'_, C> {
 
     /// Runs the body while holding the claim, renewing its lease, then stores the outcome.
     pub(crate) async fn hold<T, E, Fut>(
-        self,
+        &self,
         token: Token,
         body: Fut,
         flight: Option<FlightLead>,

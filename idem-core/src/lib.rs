@@ -68,6 +68,7 @@ mod probe;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
+mod scopes;
 mod spec;
 pub mod store;
 

@@ -7,10 +7,14 @@ use std::future::Future;
 
 use crate::event::Outcome;
 use crate::key::Key;
+use crate::scopes::Scopes;
 
 tokio::task_local! {
     static OBSERVER: Observer;
 }
+
+/// The [`observe`] scopes running right now, in the whole process.
+static OBSERVING: Scopes = Scopes::new();
 
 /// The call an [`observe`] scope watches (the first to start in it) and its last outcome.
 struct Observer {
@@ -44,6 +48,7 @@ pub async fn observe<F: Future>(future: F) -> (F::Output, Option<Outcome>) {
         call: Cell::new(None),
         outcome: Cell::new(None),
     };
+    let _observing = OBSERVING.enter();
     OBSERVER
         .scope(observer, async {
             let output = future.await;
@@ -53,7 +58,11 @@ pub async fn observe<F: Future>(future: F) -> (F::Output, Option<Outcome>) {
 }
 
 /// A call with `key` starts: it is the one observed if it is the first in its scope.
+#[inline]
 pub(crate) fn start(key: &Key) {
+    if !OBSERVING.any() {
+        return;
+    }
     let _ = OBSERVER.try_with(|o| {
         if o.call.get().is_none() {
             o.call.set(Some(*key));
@@ -62,7 +71,11 @@ pub(crate) fn start(key: &Key) {
 }
 
 /// The call with `key` had `outcome` (its last one counts).
+#[inline]
 pub(crate) fn record(key: &Key, outcome: Outcome) {
+    if !OBSERVING.any() {
+        return;
+    }
     let _ = OBSERVER.try_with(|o| {
         if o.call.get() == Some(*key) {
             o.outcome.set(Some(outcome));

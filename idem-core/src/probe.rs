@@ -10,11 +10,11 @@
 use std::cell::RefCell;
 use std::future::{Future, IntoFuture, poll_fn};
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
+use crate::scopes::Scopes;
 use crate::store::SharedStore;
 
 tokio::task_local! {
@@ -22,9 +22,8 @@ tokio::task_local! {
     static PROBE: RefCell<Option<Probed>>;
 }
 
-/// How many probes are polling right now, in the whole process: while none is, a call skips
-/// the task-local lookup (every call asks; probes are rare).
-static PROBING: AtomicUsize = AtomicUsize::new(0);
+/// The probes polling right now, in the whole process (every call asks; probes are rare).
+static PROBING: Scopes = Scopes::new();
 
 /// A call's derived key and fingerprint, or why they could not be derived.
 type Derived = Result<(Key, Fingerprint), Error>;
@@ -46,7 +45,7 @@ pub(crate) fn offer<S>(
 ) -> Option<(S, Derived)> {
     // The common case: no probe anywhere (one atomic load, inlined in every call), or none
     // in this task.
-    if PROBING.load(Ordering::Acquire) == 0 || PROBE.try_with(|_| ()).is_err() {
+    if !PROBING.any() || PROBE.try_with(|_| ()).is_err() {
         return Some((store, ids));
     }
     report(ids, reached(store));
@@ -64,26 +63,9 @@ pub(crate) async fn stop<T>() -> T {
     std::future::pending().await
 }
 
-/// Counts one probe in [`PROBING`] while it lives.
-struct Probing;
-
-impl Probing {
-    fn start() -> Probing {
-        PROBING.fetch_add(1, Ordering::AcqRel);
-        Probing
-    }
-}
-
-impl Drop for Probing {
-    fn drop(&mut self) {
-        PROBING.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Polls `call` until it reports to the probe.
 async fn probe<F: IntoFuture>(call: F) -> Result<Probed, Error> {
-    // Counted before the call is first polled, here in the same task.
-    let _probing = Probing::start();
+    let _probing = PROBING.enter();
     PROBE
         .scope(RefCell::new(None), async {
             let mut call = pin!(call.into_future());
