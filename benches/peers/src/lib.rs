@@ -1,0 +1,1 @@
+//! Nothing: this crate only holds `benches/peers.rs`.
