@@ -36,6 +36,48 @@ async fn key_of_is_the_key_the_call_uses_and_runs_nothing() {
     assert_ne!(key, key_of(charge(502, 7)).await.unwrap());
 }
 
+#[idempotent(key = "order")]
+async fn settle(order: u64) -> Result<u64, Error> {
+    SETTLED.fetch_add(1, SeqCst);
+    Ok(order + 1)
+}
+
+static SETTLED: AtomicUsize = AtomicUsize::new(0);
+
+/// A probe reaches only the call it polls: while one is waiting in its task, calls in other
+/// tasks (on other threads) run, store and replay as usual, and `observe` sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_probe_stops_only_its_own_call() {
+    let probe = tokio::spawn(key_of(async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        settle(900).await
+    }));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let others: Vec<_> = (0..8u64)
+        .map(|i| tokio::spawn(idem_core::observe(settle(910 + i))))
+        .collect();
+    for (i, other) in (0..8u64).zip(others) {
+        let (value, outcome) = other.await.unwrap();
+        assert_eq!(value.unwrap(), 911 + i);
+        assert_eq!(outcome, Some(idem_core::Outcome::Executed));
+    }
+    assert_eq!(
+        SETTLED.load(SeqCst),
+        8,
+        "every other call ran its body once"
+    );
+    assert!(
+        !probe.is_finished(),
+        "the probe was still waiting meanwhile"
+    );
+    let key = probe.await.unwrap().unwrap();
+    assert_eq!(SETTLED.load(SeqCst), 8, "the probed call did not run");
+    assert_ne!(key, key_of(settle(910)).await.unwrap());
+    let (replayed, outcome) = idem_core::observe(settle(910)).await;
+    assert_eq!(replayed.unwrap(), 911);
+    assert_eq!(outcome, Some(idem_core::Outcome::Replayed));
+}
+
 struct Ledger<T>(std::marker::PhantomData<T>);
 
 impl<T: Send + Sync + 'static> Ledger<T> {
