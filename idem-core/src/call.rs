@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::codec::{self, DecodeFn, EncodeFn, Stored};
 use crate::error::{Error, SharedError};
 use crate::event::{self, Outcome};
@@ -22,10 +23,8 @@ use crate::key::{Fingerprint, Key};
 use crate::spec::{InFlight, Spec};
 use crate::store::{self, Claim, NoticeKind, Record, SharedStore, Token};
 
-/// The first delay between two polls of a remote store, doubled up to [`POLL_MAX`].
-const POLL_START: Duration = Duration::from_millis(5);
-/// The longest delay between two polls of a remote store.
-const POLL_MAX: Duration = Duration::from_millis(250);
+/// The delays between the background retries of a `complete` the store failed.
+const COMPLETE_RETRY: Backoff = Backoff::new(Duration::from_millis(20)).max(Duration::from_secs(1));
 
 /// How an `Err` outcome is encoded and decoded: only with `cache_errors`.
 pub struct ErrCodec<E> {
@@ -369,10 +368,10 @@ impl<C> Call<'_, C> {
                 // The last renewal was at most a third of a lease ago.
                 let until = after(Instant::now(), spec.lease / 3 * 2);
                 runtime.spawn(async move {
-                    let mut backoff = POLL_START * 4;
+                    let mut backoff = COMPLETE_RETRY.first_delay();
                     while after(Instant::now(), backoff) < until {
                         tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(POLL_MAX * 4);
+                        backoff = COMPLETE_RETRY.next_delay(backoff);
                         match store
                             .store()
                             .complete(&key, token, Arc::clone(&record), spec.ttl)
