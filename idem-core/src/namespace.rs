@@ -17,7 +17,8 @@ use std::any::type_name;
 const CLOSURE_SUFFIX: &str = "::{{closure}}::{{closure}}";
 
 /// What `type_name` of the local `fn __idem_site() {}` the generated code writes in the
-/// function's async body prints after the function's path.
+/// function's async body prints after the function's path (idem-macros' `expand.rs` names
+/// the item; another name only costs the slower scan).
 const ITEM_SUFFIX: &str = "::{{closure}}::__idem_site";
 
 /// Where one call of an `#[idempotent]` function runs.
@@ -105,8 +106,8 @@ impl Namespace {
 
 /// The function's path in the `type_name` of a marker in its async body: `path` without
 /// `suffix`, as this compiler prints it (inlined, the comparisons of constant strings fold
-/// away: this runs on every call), else
-/// without its last two `::` segments (the marker, then the body's coroutine).
+/// away: this runs on every call), else without its last two `::` segments (the marker,
+/// then the body's coroutine).
 #[inline]
 fn function_path(path: &'static str, suffix: &str) -> &'static str {
     path.strip_suffix(suffix)

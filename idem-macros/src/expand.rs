@@ -266,6 +266,7 @@ fn generate(
         #(#outer)*
         #vis #sig {
             #(#inner)*
+            // Named as `idem_core`'s `namespace.rs` expects (`ITEM_SUFFIX`, its fast path).
             fn __idem_site() {}
             static __IDEM_SPEC: #private::Spec = #private::Spec {
                 name: #name,
