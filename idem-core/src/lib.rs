@@ -42,6 +42,9 @@
 
 mod backoff;
 mod call;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
 mod codec;
 mod error;
 mod event;
