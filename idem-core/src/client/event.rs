@@ -34,7 +34,13 @@ impl Route {
 }
 
 /// One retry is about to wait `delay` and send the request again.
-pub(crate) fn retry(route: &Route, key: Option<&str>, attempt: u32, reason: Reason, delay: Duration) {
+pub(crate) fn retry(
+    route: &Route,
+    key: Option<&str>,
+    attempt: u32,
+    reason: Reason,
+    delay: Duration,
+) {
     tracing::info!(
         target: "idem",
         outcome = "retry",
@@ -51,7 +57,13 @@ pub(crate) fn retry(route: &Route, key: Option<&str>, attempt: u32, reason: Reas
 
 /// The answer to a retryable failure is returned as it is: `why` says what stopped the
 /// retries (`max_attempts`, `deadline`, `retry_after`).
-pub(crate) fn gave_up(route: &Route, key: Option<&str>, attempts: u32, reason: Reason, why: &'static str) {
+pub(crate) fn gave_up(
+    route: &Route,
+    key: Option<&str>,
+    attempts: u32,
+    reason: Reason,
+    why: &'static str,
+) {
     tracing::warn!(
         target: "idem",
         outcome = "gave_up",

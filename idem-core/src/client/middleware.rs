@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use super::deadline::DeadlineExceeded;
 use super::delivery::Delivery;
-use super::policy::{self, Verdict};
 use super::event::Route;
+use super::policy::{self, Verdict};
 use super::{IdempotentRetry, delay, event, key};
 
 type Sent = reqwest_middleware::Result<Response>;
@@ -27,11 +27,7 @@ impl Middleware for IdempotentRetry {
         let route = Route::of(&request);
         let retryable = key.is_some() || policy::idempotent_method(request.method());
         // A streamed body cannot be sent twice: such a request gets one attempt.
-        let template = if retryable {
-            request.try_clone()
-        } else {
-            None
-        };
+        let template = if retryable { request.try_clone() } else { None };
         let Some(template) = template else {
             let sent = next.run(request, extensions).await;
             return finish(sent, 1, key, &route);
@@ -111,18 +107,18 @@ impl IdempotentRetry {
 
 /// The final answer, with its [`Delivery`] when it is a response.
 fn finish(sent: Sent, attempts: u32, key: Option<String>, route: &Route) -> Sent {
-        let mut response = sent?;
-        let replayed = response
-            .headers()
-            .get("idempotent-replayed")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-        if replayed {
-            event::replayed(route, key.as_deref(), attempts);
-        }
-        response.extensions_mut().insert(Delivery {
-            attempts,
-            replayed,
-            key,
-        });
-        Ok(response)
+    let mut response = sent?;
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    if replayed {
+        event::replayed(route, key.as_deref(), attempts);
     }
+    response.extensions_mut().insert(Delivery {
+        attempts,
+        replayed,
+        key,
+    });
+    Ok(response)
+}
