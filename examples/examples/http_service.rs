@@ -15,6 +15,12 @@
 //!   a repeat returns the existing order, another body for the same id is refused (422).
 //! - `GET /charges` lists how many charges the provider made (every run of the handler).
 //!
+//! For the exactly-once drill (`examples/exactly_once_drill.rs`): `IDEM_CHARGE_LOG=dir`
+//! records each charge at the "provider" as a file in `dir`, keyed by
+//! `idem_core::current_key()` (a provider deduplicates by key, as Stripe does);
+//! `IDEM_LEASE_MS` sets the layer's lease; `IDEM_HTTP_LAYER=off` removes the layer (the
+//! drill's control run, which must count duplicates).
+//!
 //! Ctrl-C (or SIGTERM) stops accepting, then waits for running charges (the layer's drain handle), so a
 //! deploy does not cut a charge off halfway.
 
@@ -35,6 +41,7 @@ use serde::{Deserialize, Serialize};
 struct App {
     charges_made: Arc<AtomicU64>,
     provider_delay: Duration,
+    charge_log: Option<Arc<std::path::PathBuf>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,7 +70,13 @@ async fn create_charge(State(app): State<App>, Json(new): Json<NewCharge>) -> Re
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return refused;
     }
-    tokio::time::sleep(app.provider_delay).await; // the payment provider
+    if let Some(dir) = &app.charge_log
+        && let Err(err) = provider_charge(dir, &new)
+    {
+        let problem = format!("the provider failed: {err}");
+        return (StatusCode::BAD_GATEWAY, problem).into_response();
+    }
+    tokio::time::sleep(app.provider_delay).await; // the payment provider's answer
     let n = app.charges_made.fetch_add(1, Ordering::SeqCst) + 1;
     let charge = Charge {
         id: format!("ch_{n:04}"),
@@ -72,6 +85,33 @@ async fn create_charge(State(app): State<App>, Json(new): Json<NewCharge>) -> Re
         status: "succeeded",
     };
     (StatusCode::CREATED, Json(charge)).into_response()
+}
+
+/// The provider's side of a charge, as a file in `dir`: named by the idempotency key passed
+/// downstream (`current_key()`, the layer's key) so a rerun after a crash is deduplicated
+/// there; a charge without a key is always new. The content is written first and linked
+/// into place, so a crash never leaves a half-written charge.
+fn provider_charge(dir: &std::path::Path, new: &NewCharge) -> std::io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    );
+    let name = match idem_core::current_key() {
+        Some(key) => format!("charge-{key}"),
+        None => format!("charge-nokey-{unique}"),
+    };
+    let staged = dir.join(format!("tmp-{unique}"));
+    std::fs::write(&staged, format!("{} {}\n", new.amount_cents, new.currency))?;
+    let linked = match std::fs::hard_link(&staged, dir.join(name)) {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::write(dir.join(format!("dedup-{unique}")), "")
+        }
+        other => other,
+    };
+    std::fs::remove_file(&staged)?;
+    linked
 }
 
 /// `GET /charges`: how many charges the provider made.
@@ -165,14 +205,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = App {
         charges_made: Arc::new(AtomicU64::new(0)),
         provider_delay: Duration::from_millis(provider_ms),
+        charge_log: std::env::var_os("IDEM_CHARGE_LOG").map(|dir| Arc::new(dir.into())),
     };
-    let layer = IdempotencyLayer::new().namespace("payments");
+    let mut layer = IdempotencyLayer::new().namespace("payments");
+    if let Some(ms) = std::env::var("IDEM_LEASE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        layer = layer.lease(Duration::from_millis(ms));
+    }
     let drain = layer.drain();
     let router = Router::new()
         .route("/charges", post(create_charge).get(charges_made))
-        .route("/orders/{id}", put(put_order))
-        .layer(layer)
-        .with_state(app);
+        .route("/orders/{id}", put(put_order));
+    let router = if std::env::var("IDEM_HTTP_LAYER").is_ok_and(|v| v == "off") {
+        println!("IDEM_HTTP_LAYER=off: no Idempotency-Key layer (the drill's control run)");
+        router
+    } else {
+        router.layer(layer)
+    };
+    let router = router.with_state(app);
 
     let addr = std::env::var("IDEM_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
