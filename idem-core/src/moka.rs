@@ -411,7 +411,10 @@ mod tests {
             .max_bytes(1 << 20)
             .build();
         assert_eq!(fill(&store, 0, 100, 10), 90);
-        assert!((0..10).all(|i| is_stored(&store, i)), "a record was evicted");
+        assert!(
+            (0..10).all(|i| is_stored(&store, i)),
+            "a record was evicted"
+        );
         assert!(!is_stored(&store, 10));
     }
 
@@ -422,7 +425,10 @@ mod tests {
             .max_bytes(1 << 20)
             .build();
         let refused = fill(&store, 0, 100, 100 << 10);
-        assert!(refused >= 89, "{refused} of 100 records of 100 KiB refused under 1 MiB");
+        assert!(
+            refused >= 89,
+            "{refused} of 100 records of 100 KiB refused under 1 MiB"
+        );
         assert!((0..100 - refused).all(|i| is_stored(&store, i)));
     }
 

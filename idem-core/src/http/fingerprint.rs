@@ -57,7 +57,12 @@ pub(crate) fn fingerprint(
     body: &[u8],
 ) -> Result<Fingerprint, Error> {
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let header = |name| parts.headers.get(name).map(|v: &http::HeaderValue| Raw(v.as_bytes()));
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .map(|v: &http::HeaderValue| Raw(v.as_bytes()))
+    };
     let (content_type, encoding) = (header(CONTENT_TYPE), header(CONTENT_ENCODING));
     let method = parts.method.as_str();
     match rule {
@@ -67,7 +72,13 @@ pub(crate) fn fingerprint(
         BodyFingerprint::Json => {
             let json = serde_json::from_slice::<serde_json::Value>(body).ok();
             let Some(json) = json.filter(|_| encoding.is_none()) else {
-                return key_hasher().fingerprint(&(method, path, content_type, encoding, Raw(body)));
+                return key_hasher().fingerprint(&(
+                    method,
+                    path,
+                    content_type,
+                    encoding,
+                    Raw(body),
+                ));
             };
             let mut query: Vec<&str> = parts.uri.query().unwrap_or("").split('&').collect();
             query.sort_unstable();
@@ -75,7 +86,13 @@ pub(crate) fn fingerprint(
                 .headers
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+                .map(|v| {
+                    v.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase()
+                });
             // The key encoder sorts map keys, so two spellings of one object are one.
             key_hasher().fingerprint(&("json", method, parts.uri.path(), query, essence, json))
         }
@@ -136,7 +153,13 @@ mod tests {
             .header(CONTENT_TYPE, "Application/JSON; charset=utf-8");
         assert_eq!(a, json(reordered, br#"{"amount":1,"currency":"eur"}"#));
         assert_ne!(a, json(base(), br#"{"amount":2,"currency":"eur"}"#));
-        assert_ne!(a, json(Request::post("/charges?a=1&b=3"), br#"{"amount":1,"currency":"eur"}"#));
+        assert_ne!(
+            a,
+            json(
+                Request::post("/charges?a=1&b=3"),
+                br#"{"amount":1,"currency":"eur"}"#
+            )
+        );
     }
 
     #[test]
