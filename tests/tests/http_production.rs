@@ -453,3 +453,44 @@ async fn the_key_extractor_gives_one_key_for_both_spellings() {
             .contains("idempotency-key-missing")
     );
 }
+
+/// After a store stall, the request's timed-out claim is released as soon as the store
+/// answers again: the retry runs, instead of 409 for a whole lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_timed_out_in_a_stall_is_released_when_the_store_returns() {
+    use tests::redis_server::{RedisServer, redis_available};
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::spawn();
+    let store = idem_core::RedisStore::builder(redis.url())
+        .response_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let server = TestServer::start(IdempotencyLayer::new().store(store)).await;
+    let http = client();
+    redis.signal("STOP");
+    let stalled = post(&http, server.url("/charges"), "stall-1", &[]).await;
+    assert_eq!(stalled.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.signal("CONT");
+    let mut answered = None;
+    let resumed = Instant::now();
+    while resumed.elapsed() < Duration::from_secs(3) {
+        let retry = post(&http, server.url("/charges"), "stall-1", &[]).await;
+        if retry.status() == StatusCode::CREATED {
+            answered = Some(resumed.elapsed());
+            break;
+        }
+        assert_eq!(
+            retry.status(),
+            StatusCode::CONFLICT,
+            "a retry after the stall"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answered = answered.expect("the key was still held 3 s after the store returned");
+    assert_eq!(server.counts.started(), 1);
+    println!("after the stall: the retry ran {answered:?} after the store returned");
+}
