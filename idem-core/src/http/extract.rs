@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum_core::extract::FromRequestParts;
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use serde::{Serialize, Serializer};
@@ -168,5 +168,22 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             .resolve(parts)
             .map_err(|err: ScopeError| IdempotencyKeyRejection(Problem::Scope(err)))?;
         Ok(IdempotencyKey::new(&key, scope.as_deref()))
+    }
+}
+
+/// `Option<IdempotencyKey>`: `None` when the request has no key header; a malformed key or
+/// a missing principal is still the layer's 400.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyKey {
+    type Rejection = IdempotencyKeyRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match <Self as FromRequestParts<S>>::from_request_parts(parts, state).await {
+            Ok(key) => Ok(Some(key)),
+            Err(IdempotencyKeyRejection(Problem::Key(KeyError::Missing))) => Ok(None),
+            Err(rejection) => Err(rejection),
+        }
     }
 }
