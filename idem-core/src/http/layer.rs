@@ -608,3 +608,19 @@ impl<S> Layer<S> for IdempotencyLayer {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_built_at_run_time_share_one_spec_per_setting() {
+        let spec = |namespace: &str| IdempotencyLayer::new().namespace(namespace).spec();
+        let first = spec("tenant-a");
+        for _ in 0..1_000 {
+            assert!(std::ptr::eq(first, spec("tenant-a")), "a spec leaked per layer");
+        }
+        assert!(!std::ptr::eq(first, spec("tenant-b")));
+        assert_eq!(first.name, "http:tenant-a");
+    }
+}
