@@ -68,6 +68,46 @@ impl<S> IdempotencyService<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
         IdempotencyService { inner, shared }
     }
+
+    /// The inner service.
+    ///
+    /// ```
+    /// use idem_core::http::IdempotencyLayer;
+    /// use tower::Layer;
+    ///
+    /// let service = IdempotencyLayer::new().layer(7_u8);
+    /// assert_eq!(*service.get_ref(), 7);
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    ///
+    /// ```
+    /// use idem_core::http::IdempotencyLayer;
+    /// use tower::Layer;
+    ///
+    /// let mut service = IdempotencyLayer::new().layer(7_u8);
+    /// *service.get_mut() += 1;
+    /// assert_eq!(*service.get_ref(), 8);
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the layer.
+    ///
+    /// ```
+    /// use idem_core::http::IdempotencyLayer;
+    /// use tower::Layer;
+    ///
+    /// let service = IdempotencyLayer::new().layer(7_u8);
+    /// assert_eq!(service.into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: Clone> Clone for IdempotencyService<S> {
