@@ -52,6 +52,7 @@
 
 mod body;
 mod capture;
+mod config;
 mod drain;
 mod extract;
 mod fingerprint;

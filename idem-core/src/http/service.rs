@@ -17,10 +17,10 @@ use tracing::Instrument;
 
 use super::body::{ResponseBody, boxed, full};
 use super::capture::{Answer, Failure, WireCodec, capture};
+use super::config::Shared;
 use super::extract::IdempotencyKey;
 use super::fingerprint;
 use super::key_header::{self, KeyError};
-use super::layer::Shared;
 use super::problem::Problem;
 use super::request_body::{ReadError, read_whole};
 use super::wire::Stored;
