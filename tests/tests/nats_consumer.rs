@@ -849,6 +849,43 @@ async fn a_dead_letter_that_cannot_be_stored_is_retried_then_reported() {
     fx.delete().await;
 }
 
+/// A consumer that reads its own dead-letter subject (no filter) gets each dead letter
+/// back once: it is terminated without a second dead letter, instead of looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_read_back_by_its_own_consumer_is_not_dead_lettered_again() {
+    let fx = Fixture::with_config("nats-dlq-loop", Duration::from_secs(120), |_| {
+        pull::Config {
+            durable_name: Some("orders".into()),
+            ack_wait: Duration::from_secs(5),
+            ..Default::default()
+        }
+    })
+    .await;
+    fx.publish("evt-garbage", b"{not json".to_vec()).await;
+    let processor = Processor::builder().dead_letter(&fx.js, format!("{}.dead", fx.name));
+    let orders = Orders::new(Duration::ZERO, 0);
+    let outcomes = fx
+        .consume(
+            processor,
+            &orders,
+            KeyBy::OrderId,
+            1,
+            Duration::from_secs(10),
+            |o| o.len() >= 2,
+        )
+        .await;
+    // Long enough for a third message to show if the dead letter had looped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        outcomes,
+        [(1, 1, Outcome::Undecodable), (2, 1, Outcome::Undecodable)]
+    );
+    let mut stream = fx.js.get_stream(&fx.name).await.unwrap();
+    let messages = stream.info().await.unwrap().state.messages;
+    assert_eq!(messages, 2, "the message and one dead letter");
+    fx.delete().await;
+}
+
 /// Issue 17, point 10: with `AckPolicy::All` a naked message was never redelivered once a
 /// later one was acked, with `None` nothing was; the processor now refuses both when it
 /// starts, and a dead-letter subject no stream stores.

@@ -64,6 +64,16 @@ impl DeadLetter {
     }
 }
 
+/// Whether `message` is itself a dead letter this consumer published: dead-lettering it
+/// again would loop (the consumer reads its own dead-letter subject).
+pub(super) fn is_own(message: &Message) -> bool {
+    let (Some(headers), Ok(info)) = (&message.headers, message.info()) else {
+        return false;
+    };
+    let named = |name: &str, value: &str| headers.get(name).is_some_and(|v| v.as_str() == value);
+    named("Idem-Stream", info.stream) && named("Idem-Consumer", info.consumer)
+}
+
 /// The original headers, except the `Nats-*` ones (instructions to the server that
 /// published it: `Nats-Msg-Id` would dedupe against the original's id, an expected-stream
 /// header would refuse the publish), and the dead letter's own.

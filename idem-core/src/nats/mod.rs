@@ -67,7 +67,9 @@
 //! | `Idem-Msg-Id` | its `Nats-Msg-Id`, if it had one |
 //!
 //! The dead letter is confirmed stored by its stream before the message is terminated
-//! (its own `Nats-Msg-Id` makes a retried publish a duplicate). If it cannot be stored,
+//! (its own `Nats-Msg-Id` makes a retried publish a duplicate). Keep the dead-letter
+//! subject out of the consumer's filter: a dead letter the same consumer reads back is
+//! terminated without a second dead letter, and its event says so. If it cannot be stored,
 //! the message is naked to be dead-lettered at its next delivery; on its last one it is
 //! terminated all the same, and the event carries `dead_letter_error`.
 //!
@@ -421,6 +423,14 @@ impl Processor {
         let Some(dead_letter) = &self.dead_letter else {
             return (self.answer(message, AckKind::Term, outcome).await, None);
         };
+        if dead_letter::is_own(message) {
+            let loop_ = "the message is a dead letter of this consumer, not dead-lettered \
+                         again: this consumer reads its own dead-letter subject";
+            return (
+                self.answer(message, AckKind::Term, outcome).await,
+                Some(DeadLetterReport::Lost(dead_letter.subject(), loop_.into())),
+            );
+        }
         // The broker keeps waiting for an answer while the dead letter is stored.
         let published = progress::while_running(
             message,
