@@ -28,8 +28,8 @@
 //! # Starting a processor
 //!
 //! A [`Processor`] serves one consumer: [`Processor::for_consumer`] (or
-//! [`Processor::builder`]`..build(&consumer)`) reads the consumer's configuration from the
-//! server once and
+//! [`ProcessorBuilder::build`], for other settings) reads the consumer's configuration
+//! from the server once and
 //!
 //! - refuses any ack policy but `AckPolicy::Explicit` ([`SetupError::AckPolicy`]): with
 //!   `All` an ack also acks every earlier message, so a naked one is never redelivered
@@ -39,7 +39,9 @@
 //!   and spends no delivery of `max_deliver`;
 //! - takes its `max_deliver` as the last allowed delivery.
 //!
-//! Build the processor again after changing the consumer's configuration.
+//! Build the processor again after changing the consumer's configuration. `AckWait` runs
+//! from the delivery, so a message that waits in the client's buffer before `process`
+//! sees it spends it unprotected: fetch in batches the handlers start on well within it.
 //!
 //! # Poison messages
 //!
