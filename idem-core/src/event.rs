@@ -191,6 +191,17 @@ pub(crate) fn nats_nak_failed(error: &(dyn StdError + 'static)) {
     tracing::warn!(target: "idem::nats", error = %Chain(error), "could not send a nak");
 }
 
+/// A dead letter was not confirmed stored; tried again.
+#[cfg(feature = "nats")]
+pub(crate) fn nats_dead_letter_unconfirmed(attempt: u32, error: &(dyn StdError + 'static)) {
+    tracing::warn!(
+        target: "idem::nats",
+        attempt,
+        error = %Chain(error),
+        "the dead letter was not confirmed stored",
+    );
+}
+
 /// An in-progress ack could not be sent; the next tick tries again.
 #[cfg(feature = "nats")]
 pub(crate) fn nats_progress_ack_failed(error: &(dyn StdError + 'static)) {
