@@ -64,6 +64,7 @@ mod namespace;
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
 mod observe;
+mod outcome;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod probe;
@@ -86,7 +87,6 @@ pub mod guide {}
 
 pub use backoff::Backoff;
 pub use error::{BoxError, Error};
-pub use event::Outcome;
 pub use global::{
     InstallError, current_key, default_store, forget, install, install_key_hasher, key_hasher,
 };
@@ -94,6 +94,7 @@ pub use key::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
 #[cfg(feature = "moka")]
 pub use moka::{DEFAULT_MAX_BYTES, DEFAULT_MAX_CAPACITY, MokaStore, MokaStoreBuilder};
 pub use observe::observe;
+pub use outcome::Outcome;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresSource, PostgresStore, PostgresStoreBuilder};

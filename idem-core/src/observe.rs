@@ -5,8 +5,8 @@
 use std::cell::Cell;
 use std::future::Future;
 
-use crate::event::Outcome;
 use crate::key::Key;
+use crate::outcome::Outcome;
 use crate::scopes::Scopes;
 
 tokio::task_local! {

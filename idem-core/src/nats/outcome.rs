@@ -38,6 +38,12 @@ pub enum Outcome {
     /// The handler said the error is permanent ([`HandlerError::is_permanent`]):
     /// terminated (`+TERM`).
     Permanent,
+    /// The handler failed (or its key was in progress elsewhere) on the message's last
+    /// allowed delivery — the consumer's `max_deliver`, or the processor's
+    /// [fallback](super::ProcessorBuilder::fallback_max_deliver) when that is unlimited:
+    /// terminated (`+TERM`) with an error event, after its dead letter was stored when a
+    /// dead-letter subject is set.
+    Exhausted,
     /// The answer did not reach the broker (connection lost, double ack not confirmed):
     /// the broker redelivers after its `AckWait`, and the redelivery is replayed.
     AnswerLost,
@@ -45,7 +51,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The name used in tracing events: `acked`, `in_progress`, `retry`, `mismatch`,
-    /// `undecodable`, `permanent`, `answer_lost`.
+    /// `undecodable`, `permanent`, `exhausted`, `answer_lost`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -61,6 +67,7 @@ impl Outcome {
             Outcome::Mismatch => "mismatch",
             Outcome::Undecodable => "undecodable",
             Outcome::Permanent => "permanent",
+            Outcome::Exhausted => "exhausted",
             Outcome::AnswerLost => "answer_lost",
         }
     }
@@ -76,7 +83,7 @@ impl Outcome {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Outcome::Mismatch | Outcome::Undecodable | Outcome::Permanent
+            Outcome::Mismatch | Outcome::Undecodable | Outcome::Permanent | Outcome::Exhausted
         )
     }
 }
