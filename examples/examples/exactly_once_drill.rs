@@ -1,11 +1,13 @@
 //! The exactly-once drill: many concurrent clients with idem's retry middleware
 //! (`idem_core::client::IdempotentRetry`) charge through two `http_service` processes that
 //! share a private Redis, while faults are injected on a schedule: kill -9 of a server
-//! mid-request (and a restart), a frozen Redis (SIGSTOP, then SIGCONT), and clients that
-//! hang up before the answer (a short client timeout). At the end it counts the charges
-//! from the provider's charge log itself (one file per charge) and checks that every
-//! operation a client saw succeed was charged exactly once, every one it saw fail at most
-//! once, and that no client got another operation's answer.
+//! mid-request (and a restart), a frozen Redis (SIGSTOP, then SIGCONT), and connections
+//! cut after the server answered (a proxy drops the first answer of one operation in ten:
+//! the charge was made, the client never hears of it and retries). At the end it counts the charges
+//! from the provider's charge log itself (`IDEM_CHARGE_LOG`: one line per charge, with its
+//! idempotency key and charge id) and checks that every operation a client saw succeed
+//! was charged exactly once, every one it saw fail at most once, and that every client got
+//! its own operation's charge back.
 //!
 //! ```text
 //! cargo run -p examples --example exactly_once_drill                  # 2,400 operations
@@ -13,15 +15,13 @@
 //! cargo run -p examples --example exactly_once_drill -- --no-guard    # the control run: must fail
 //! ```
 //!
-//! `--no-guard` starts the servers with `IDEM_HTTP_LAYER=off` (no `IdempotencyLayer`, so no
-//! key reaches the provider either): the same faults then charge operations twice, and the
-//! drill exits with an error. It needs `redis-server` on the `PATH`; the server binary is
+//! `--no-guard` starts the servers with `IDEM_HTTP_UNPROTECTED=1` (no `IdempotencyLayer`):
+//! the same faults then charge operations twice, and the drill exits with an error. It needs `redis-server` on the `PATH`; the server binary is
 //! `IDEM_DRILL_SERVER`, or `http_service` built by cargo next to this example.
 //!
-//! The last line is the summary: operations, faults by kind, retries, replays, the reruns
-//! the provider deduplicated by key (a server killed after charging, before storing its
-//! response: `current_key()` passed downstream is what catches those), duplicates and lost
-//! (both must be 0), and operations answered with another operation's charge (must be 0).
+//! The last line is the summary: operations, faults by kind, retries, replays, duplicates
+//! and lost (both must be 0), and operations answered with a charge that is not theirs
+//! (must be 0).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -202,24 +202,34 @@ struct Seen {
     confused: AtomicUsize,
     retries: AtomicU64,
     replays: AtomicUsize,
-    client_drops: AtomicUsize,
-    /// Per operation: the client saw it succeed.
-    succeeded: std::sync::Mutex<Vec<bool>>,
+    /// The operations the clients saw succeed: their key and the charge id they got.
+    succeeded: std::sync::Mutex<Vec<(String, String)>>,
 }
 
-/// Operation `op`: charge `op + 1` cents (the amount names the operation in the charge
-/// log) through server `op % 2`; one in ten hangs up after 60 ms, before the answer.
-async fn operation(client: &ClientWithMiddleware, ports: &[u16; 2], op: usize, seen: &Seen) {
+/// Where the operations go: the servers directly, or through their answer-cutting proxies
+/// with a client that opens a new connection per attempt.
+struct Targets {
+    client: ClientWithMiddleware,
+    servers: [u16; 2],
+    cut_client: ClientWithMiddleware,
+    proxies: [u16; 2],
+}
+
+/// Operation `op`: charge `op + 1` cents through server `op % 2`; one in ten goes through
+/// the server's proxy, which cuts the first answer it sees for a key.
+async fn operation(targets: &Targets, op: usize, seen: &Seen) {
     let amount = op as u64 + 1;
-    let url = format!("http://127.0.0.1:{}/charges", ports[op % 2]);
-    let mut request = client
+    let (client, port) = if op % 10 == 3 {
+        (&targets.cut_client, targets.proxies[op % 2])
+    } else {
+        (&targets.client, targets.servers[op % 2])
+    };
+    let url = format!("http://127.0.0.1:{port}/charges");
+    let request = client
         .post(url)
+        .header("authorization", format!("Bearer drill-{}.token", op % 7))
         .header("content-type", "application/json")
         .body(format!(r#"{{"amount_cents":{amount},"currency":"eur"}}"#));
-    if op % 10 == 3 {
-        request = request.timeout(Duration::from_millis(60));
-        seen.client_drops.fetch_add(1, Ordering::Relaxed);
-    }
     let response = match request.send().await {
         Ok(response) if response.status() == reqwest::StatusCode::CREATED => response,
         _ => {
@@ -227,52 +237,123 @@ async fn operation(client: &ClientWithMiddleware, ports: &[u16; 2], op: usize, s
             return;
         }
     };
-    let delivery = Delivery::of(&response).cloned();
-    let charged = response
-        .text()
-        .await
-        .ok()
-        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
-        .and_then(|charge| charge["amount_cents"].as_u64());
-    let Some(charged) = charged else {
+    let Some(delivery) = Delivery::of(&response).cloned() else {
         seen.failed.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    if charged != amount {
+    let charge = response
+        .text()
+        .await
+        .ok()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
+    let (Some(charge), Some(key)) = (charge, delivery.key()) else {
+        seen.failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if charge["amount_cents"].as_u64() != Some(amount) {
         seen.confused.fetch_add(1, Ordering::Relaxed);
     }
-    if let Some(delivery) = delivery {
-        seen.retries
-            .fetch_add(u64::from(delivery.attempts() - 1), Ordering::Relaxed);
-        if delivery.replayed() {
-            seen.replays.fetch_add(1, Ordering::Relaxed);
-        }
+    seen.retries
+        .fetch_add(u64::from(delivery.attempts() - 1), Ordering::Relaxed);
+    if delivery.replayed() {
+        seen.replays.fetch_add(1, Ordering::Relaxed);
     }
     seen.ok.fetch_add(1, Ordering::Relaxed);
-    seen.succeeded.lock().unwrap()[op] = true;
+    let id = charge["id"].as_str().unwrap_or_default().to_owned();
+    seen.succeeded.lock().unwrap().push((key.to_owned(), id));
 }
 
-/// The charge log: charges per amount (operation), and the reruns the provider
-/// deduplicated by key.
-fn read_charges(dir: &Path) -> std::io::Result<(HashMap<u64, usize>, usize)> {
-    let mut charges = HashMap::new();
-    let mut dedups = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("dedup-") {
-            dedups += 1;
-        } else if name.starts_with("charge-") {
-            let text = std::fs::read_to_string(entry.path())?;
-            let amount = text
-                .split_whitespace()
-                .next()
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| std::io::Error::other(format!("bad charge {name}: {text:?}")))?;
-            *charges.entry(amount).or_insert(0) += 1;
-        }
+/// A TCP proxy to a server that cuts the connection once the answer to the first
+/// request it sees with a given `Idempotency-Key` starts arriving: the server ran the
+/// handler (and, behind the layer, stored its answer), the client never reads it.
+struct CutProxy {
+    port: u16,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl CutProxy {
+    async fn start(upstream: u16) -> Result<CutProxy, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let seen_keys = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let counted = cuts.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (cuts, seen_keys) = (counted.clone(), seen_keys.clone());
+                tokio::spawn(async move {
+                    let _ = relay(client, upstream, &seen_keys, &cuts).await;
+                });
+            }
+        });
+        Ok(CutProxy { port, cuts })
     }
-    Ok((charges, dedups))
+}
+
+async fn relay(
+    mut client: tokio::net::TcpStream,
+    upstream: u16,
+    seen_keys: &std::sync::Mutex<std::collections::HashSet<String>>,
+    cuts: &AtomicUsize,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The request head (bounded), for its key.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        let n = client.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let key = String::from_utf8_lossy(&head).lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("idempotency-key")
+            .then(|| value.trim().to_owned())
+    });
+    let cut = key.is_some_and(|key| seen_keys.lock().unwrap().insert(key));
+    let mut server = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await?;
+    server.write_all(&head).await?;
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
+    let upward = tokio::io::copy(&mut client_read, &mut server_write);
+    let downward = async {
+        if cut {
+            let n = server_read.read(&mut buf).await?;
+            if n > 0 {
+                cuts.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(0)
+        } else {
+            tokio::io::copy(&mut server_read, &mut client_write).await
+        }
+    };
+    tokio::select! {
+        _ = upward => {}
+        _ = downward => {}
+    }
+    Ok(())
+}
+
+/// The charge log (`user \t key \t charge id` per line): the charge ids made per key.
+fn read_charges(log: &Path) -> Result<HashMap<String, Vec<String>>, String> {
+    let text = std::fs::read_to_string(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut charges: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines() {
+        let [_user, key, id] = line.split('\t').collect::<Vec<_>>()[..] else {
+            return Err(format!(
+                "a charge log line that is not user, key, id: {line:?}"
+            ));
+        };
+        charges
+            .entry(key.to_owned())
+            .or_default()
+            .push(id.to_owned());
+    }
+    Ok(charges)
 }
 
 #[tokio::main]
@@ -292,9 +373,9 @@ async fn drill() -> Result<bool, String> {
     let settings = Settings::from_args()?;
     let binary = server_binary()?;
     let scratch = std::env::temp_dir().join(format!("idem-drill-{}", std::process::id()));
-    let charge_dir = scratch.join("charges");
+    let charge_log = scratch.join("charges.log");
     let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&charge_dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
 
     let redis = Redis::start().await?;
     let mut env = vec![
@@ -302,12 +383,12 @@ async fn drill() -> Result<bool, String> {
             "IDEM_REDIS_URL",
             format!("redis://127.0.0.1:{}", redis.port),
         ),
-        ("IDEM_CHARGE_LOG", charge_dir.display().to_string()),
+        ("IDEM_CHARGE_LOG", charge_log.display().to_string()),
         ("IDEM_PROVIDER_MS", settings.provider_ms.to_string()),
         ("IDEM_LEASE_MS", "2000".into()),
     ];
     if !settings.guard {
-        env.push(("IDEM_HTTP_LAYER", "off".into()));
+        env.push(("IDEM_HTTP_UNPROTECTED", "1".into()));
     }
     let mut servers = Vec::new();
     for _ in 0..2 {
@@ -321,6 +402,10 @@ async fn drill() -> Result<bool, String> {
         servers.push(server);
     }
     let ports = [servers[0].port, servers[1].port];
+    let proxies = [
+        CutProxy::start(ports[0]).await?,
+        CutProxy::start(ports[1]).await?,
+    ];
     println!(
         "drill: {} operations, {} workers, two http_service processes (ports {} and {}) on a private Redis (port {}), a fault every {:?}{}",
         settings.ops,
@@ -336,36 +421,41 @@ async fn drill() -> Result<bool, String> {
         },
     );
 
-    let client = reqwest_middleware::ClientBuilder::new(
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .map_err(|e| e.to_string())?,
-    )
-    .with(
-        IdempotentRetry::new()
-            .backoff(Backoff::new(Duration::from_millis(50)).max(Duration::from_secs(1)))
-            .max_attempts(100)
-            .max_retry_after(Duration::from_secs(5))
-            .deadline(Duration::from_secs(10)),
-    )
-    .build();
-    let seen = Arc::new(Seen {
-        succeeded: std::sync::Mutex::new(vec![false; settings.ops]),
-        ..Seen::default()
+    let retry = IdempotentRetry::new()
+        .backoff(Backoff::new(Duration::from_millis(50)).max(Duration::from_secs(1)))
+        .max_attempts(100)
+        .max_retry_after(Duration::from_secs(5))
+        .deadline(Duration::from_secs(30));
+    let client = |pooled: bool| -> Result<ClientWithMiddleware, String> {
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if !pooled {
+            builder = builder.pool_max_idle_per_host(0);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        Ok(reqwest_middleware::ClientBuilder::new(client)
+            .with(retry.clone())
+            .build())
+    };
+    let targets = Arc::new(Targets {
+        client: client(true)?,
+        servers: ports,
+        cut_client: client(false)?,
+        proxies: [proxies[0].port, proxies[1].port],
     });
+    let seen = Arc::new(Seen::default());
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..settings.workers {
-        let (client, seen, next, ops) = (client.clone(), seen.clone(), next.clone(), settings.ops);
+        let (targets, seen, next, ops) =
+            (targets.clone(), seen.clone(), next.clone(), settings.ops);
         workers.spawn(async move {
             loop {
                 let op = next.fetch_add(1, Ordering::Relaxed);
                 if op >= ops {
                     break;
                 }
-                operation(&client, &ports, op, &seen).await;
+                operation(&targets, op, &seen).await;
             }
         });
     }
@@ -419,22 +509,21 @@ async fn drill() -> Result<bool, String> {
     }
     drop(redis);
 
-    let (charges, dedups) = read_charges(&charge_dir).map_err(|e| e.to_string())?;
-    let succeeded = seen.succeeded.lock().unwrap();
-    let (mut duplicates, mut lost) = (0usize, 0usize);
-    for (op, ok) in succeeded.iter().enumerate() {
-        let n = charges.get(&(op as u64 + 1)).copied().unwrap_or(0);
-        if n > 1 {
-            duplicates += n - 1;
-        }
-        if *ok && n == 0 {
-            lost += 1;
+    // Every key is one operation (the middleware minted it once and sent it on every
+    // attempt): a key charged twice is a duplicate, whatever its client saw.
+    let charges = read_charges(&charge_log)?;
+    let duplicates: usize = charges.values().map(|ids| ids.len() - 1).sum();
+    let (mut lost, mut confused) = (0usize, seen.confused.load(Ordering::Relaxed));
+    for (key, id) in seen.succeeded.lock().unwrap().iter() {
+        match charges.get(key) {
+            None => lost += 1,
+            Some(ids) if !ids.contains(id) => confused += 1,
+            Some(_) => {}
         }
     }
-    let confused = seen.confused.load(Ordering::Relaxed);
-    let drops = seen.client_drops.load(Ordering::Relaxed);
+    let drops: usize = proxies.iter().map(|p| p.cuts.load(Ordering::Relaxed)).sum();
     println!(
-        "exactly-once drill{}: operations={} ok={} failed={} faults={} (server_kill={kills} redis_freeze={freezes} client_drop={drops}) retries={} replays={} provider_dedups={dedups} duplicates={duplicates} lost={lost} confused={confused} in {:.1}s",
+        "exactly-once drill{}: operations={} ok={} failed={} faults={} (server_kill={kills} redis_freeze={freezes} answer_cut={drops}) retries={} replays={} duplicates={duplicates} lost={lost} confused={confused} in {:.1}s",
         if settings.guard {
             ""
         } else {
@@ -452,7 +541,7 @@ async fn drill() -> Result<bool, String> {
     if clean {
         let _ = std::fs::remove_dir_all(&scratch);
     } else {
-        println!("the charge log is kept in {}", charge_dir.display());
+        println!("the charge log is kept in {}", charge_log.display());
     }
     Ok(clean)
 }
