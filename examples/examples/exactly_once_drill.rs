@@ -2,12 +2,15 @@
 //! (`idem_core::client::IdempotentRetry`) charge through two `http_service` processes that
 //! share a private Redis, while faults are injected on a schedule: kill -9 of a server
 //! mid-request (and a restart), a frozen Redis (SIGSTOP, then SIGCONT), and connections
-//! cut after the server answered (a proxy drops the first answer of one operation in ten:
-//! the charge was made, the client never hears of it and retries). At the end it counts the charges
+//! cut after the server answered (a proxy drops the first answer of one operation in five:
+//! the charge was made, the client never hears of it and retries), and a restart of a
+//! private PostgreSQL. One operation in five is an order (`POST /orders`: the row and its
+//! idempotency record in one PostgreSQL transaction), the rest are charges. At the end it counts the charges
 //! from the provider's charge log itself (`IDEM_CHARGE_LOG`: one line per charge, with its
 //! idempotency key and charge id) and checks that every operation a client saw succeed
 //! was charged exactly once, every one it saw fail at most once, and that every client got
-//! its own operation's charge back.
+//! its own operation's charge back. Orders are counted the same way, from the orders
+//! table.
 //!
 //! ```text
 //! cargo run -p examples --example exactly_once_drill                  # 2,400 operations
@@ -16,8 +19,11 @@
 //! ```
 //!
 //! `--no-guard` starts the servers with `IDEM_HTTP_UNPROTECTED=1` (no `IdempotencyLayer`):
-//! the same faults then charge operations twice, and the drill exits with an error. It needs `redis-server` on the `PATH`; the server binary is
-//! `IDEM_DRILL_SERVER`, or `http_service` built by cargo next to this example.
+//! the same faults then charge operations twice, and the drill exits with an error.
+//!
+//! It needs `redis-server`, and `initdb` and `pg_ctl` (run as the `postgres` user when the
+//! drill runs as root) unless `--no-postgres`, on the `PATH`; the server binary is `IDEM_DRILL_SERVER`, or
+//! `http_service` built by cargo next to this example.
 //!
 //! The last line is the summary: operations, faults by kind, retries, replays, duplicates
 //! and lost (both must be 0), and operations answered with a charge that is not theirs
@@ -42,6 +48,7 @@ struct Settings {
     fault_every: Duration,
     provider_ms: u64,
     guard: bool,
+    postgres: bool,
 }
 
 impl Settings {
@@ -52,6 +59,7 @@ impl Settings {
             fault_every: Duration::from_millis(1500),
             provider_ms: 150,
             guard: true,
+            postgres: true,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -69,6 +77,7 @@ impl Settings {
                 }
                 "--provider-ms" => settings.provider_ms = number("--provider-ms")?,
                 "--no-guard" => settings.guard = false,
+                "--no-postgres" => settings.postgres = false,
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -133,6 +142,113 @@ impl Redis {
 
     fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
+    }
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` user when the drill runs as root (the server
+/// refuses to run as root).
+fn pg_tool(tool: &str, args: &[&str]) -> Result<(), String> {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    let mut command = if root {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--", tool]);
+        command
+    } else {
+        std::process::Command::new(tool)
+    };
+    let out = command
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{tool} (is PostgreSQL installed?): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tool} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A private PostgreSQL cluster in the drill's scratch directory, stopped when dropped.
+struct Postgres {
+    data: String,
+    port: u16,
+}
+
+impl Postgres {
+    async fn start(scratch: &Path) -> Result<Postgres, String> {
+        let dir = scratch.join("pg");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // The server runs as `postgres` when the drill is root: it must own its directory.
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:", &dir.display().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let port = free_port().map_err(|e| e.to_string())?;
+        let data = dir.join("data").display().to_string();
+        pg_tool(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        )?;
+        let pg = Postgres { data, port };
+        pg.ctl("start").await?;
+        Ok(pg)
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    async fn ctl(&self, action: &'static str) -> Result<(), String> {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            Path::new(&self.data)
+                .parent()
+                .map_or("/tmp".into(), |d| d.display().to_string())
+        );
+        let (data, log) = (self.data.clone(), format!("{}.log", self.data));
+        tokio::task::spawn_blocking(move || {
+            pg_tool(
+                "pg_ctl",
+                &[
+                    "-D", &data, "-l", &log, "-o", &options, "-m", "fast", "-w", action,
+                ],
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Every order row: the ids made per idempotency key.
+    async fn orders(&self) -> Result<HashMap<String, Vec<String>>, String> {
+        let pool = sqlx::PgPool::connect(&self.url())
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT idempotency_key, id::text FROM http_service_orders")
+                .fetch_all(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+        let mut orders: HashMap<String, Vec<String>> = HashMap::new();
+        for (key, id) in rows {
+            orders.entry(key).or_default().push(id);
+        }
+        Ok(orders)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = pg_tool(
+            "pg_ctl",
+            &["-D", &self.data, "-m", "immediate", "-w", "stop"],
+        );
     }
 }
 
@@ -202,34 +318,45 @@ struct Seen {
     confused: AtomicUsize,
     retries: AtomicU64,
     replays: AtomicUsize,
-    /// The operations the clients saw succeed: their key and the charge id they got.
-    succeeded: std::sync::Mutex<Vec<(String, String)>>,
+    /// The operations the clients saw succeed: an order (or a charge), its key, and the
+    /// order (or charge) id they got.
+    succeeded: std::sync::Mutex<Vec<(bool, String, String)>>,
 }
 
 /// Where the operations go: the servers directly, or through their answer-cutting proxies
 /// with a client that opens a new connection per attempt.
 struct Targets {
+    orders: bool,
     client: ClientWithMiddleware,
     servers: [u16; 2],
     cut_client: ClientWithMiddleware,
     proxies: [u16; 2],
 }
 
-/// Operation `op`: charge `op + 1` cents through server `op % 2`; one in ten goes through
-/// the server's proxy, which cuts the first answer it sees for a key.
+/// Operation `op` through server `op % 2`: an order of `sku-{op}` (one in five, with
+/// PostgreSQL), or a charge of `op + 1` cents; one in five (charges and orders) goes
+/// through the server's proxy, which cuts the first answer it sees for a key.
 async fn operation(targets: &Targets, op: usize, seen: &Seen) {
     let amount = op as u64 + 1;
-    let (client, port) = if op % 10 == 3 {
+    let order = targets.orders && op % 5 == 1;
+    let (client, port) = if matches!(op % 10, 3 | 6) {
         (&targets.cut_client, targets.proxies[op % 2])
     } else {
         (&targets.client, targets.servers[op % 2])
     };
-    let url = format!("http://127.0.0.1:{port}/charges");
+    let (path, body) = if order {
+        ("orders", format!(r#"{{"sku":"sku-{op}","quantity":1}}"#))
+    } else {
+        (
+            "charges",
+            format!(r#"{{"amount_cents":{amount},"currency":"eur"}}"#),
+        )
+    };
     let request = client
-        .post(url)
+        .post(format!("http://127.0.0.1:{port}/{path}"))
         .header("authorization", format!("Bearer drill-{}.token", op % 7))
         .header("content-type", "application/json")
-        .body(format!(r#"{{"amount_cents":{amount},"currency":"eur"}}"#));
+        .body(body);
     let response = match request.send().await {
         Ok(response) if response.status() == reqwest::StatusCode::CREATED => response,
         _ => {
@@ -250,7 +377,12 @@ async fn operation(targets: &Targets, op: usize, seen: &Seen) {
         seen.failed.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    if charge["amount_cents"].as_u64() != Some(amount) {
+    let own = if order {
+        charge["sku"].as_str() == Some(&format!("sku-{op}"))
+    } else {
+        charge["amount_cents"].as_u64() == Some(amount)
+    };
+    if !own {
         seen.confused.fetch_add(1, Ordering::Relaxed);
     }
     seen.retries
@@ -259,8 +391,15 @@ async fn operation(targets: &Targets, op: usize, seen: &Seen) {
         seen.replays.fetch_add(1, Ordering::Relaxed);
     }
     seen.ok.fetch_add(1, Ordering::Relaxed);
-    let id = charge["id"].as_str().unwrap_or_default().to_owned();
-    seen.succeeded.lock().unwrap().push((key.to_owned(), id));
+    let id = if order {
+        charge["order_id"].as_i64().unwrap_or_default().to_string()
+    } else {
+        charge["id"].as_str().unwrap_or_default().to_owned()
+    };
+    seen.succeeded
+        .lock()
+        .unwrap()
+        .push((order, key.to_owned(), id));
 }
 
 /// A TCP proxy to a server that cuts the connection once the answer to the first
@@ -378,6 +517,11 @@ async fn drill() -> Result<bool, String> {
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
 
     let redis = Redis::start().await?;
+    let postgres = if settings.postgres {
+        Some(Postgres::start(&scratch).await?)
+    } else {
+        None
+    };
     let mut env = vec![
         (
             "IDEM_REDIS_URL",
@@ -389,6 +533,9 @@ async fn drill() -> Result<bool, String> {
     ];
     if !settings.guard {
         env.push(("IDEM_HTTP_UNPROTECTED", "1".into()));
+    }
+    if let Some(postgres) = &postgres {
+        env.push(("IDEM_DATABASE_URL", postgres.url()));
     }
     let mut servers = Vec::new();
     for _ in 0..2 {
@@ -437,6 +584,7 @@ async fn drill() -> Result<bool, String> {
             .build())
     };
     let targets = Arc::new(Targets {
+        orders: postgres.is_some(),
         client: client(true)?,
         servers: ports,
         cut_client: client(false)?,
@@ -461,7 +609,8 @@ async fn drill() -> Result<bool, String> {
     }
 
     // The fault schedule, in turn: kill -9 server 0, freeze Redis, kill -9 server 1,
-    // freeze Redis, ... until the operations are done.
+    // restart PostgreSQL (or freeze Redis again without it), ... until the operations are
+    // done.
     let done = Arc::new(AtomicBool::new(false));
     let finished = {
         let done = done.clone();
@@ -470,7 +619,7 @@ async fn drill() -> Result<bool, String> {
             done.store(true, Ordering::SeqCst);
         })
     };
-    let (mut kills, mut freezes) = (0usize, 0usize);
+    let (mut kills, mut freezes, mut pg_restarts) = (0usize, 0usize, 0usize);
     let mut fault = 0usize;
     while !done.load(Ordering::SeqCst) {
         tokio::time::sleep(settings.fault_every).await;
@@ -489,6 +638,13 @@ async fn drill() -> Result<bool, String> {
                 "t={at:5.1}s fault {:2}: kill -9 http_service pid {pid} (port {}) mid-request at operation {progress}, restarted after 200 ms",
                 fault + 1,
                 server.port
+            );
+        } else if let (3, Some(postgres)) = (fault % 4, &postgres) {
+            postgres.ctl("restart").await?;
+            pg_restarts += 1;
+            println!(
+                "t={at:5.1}s fault {:2}: pg_ctl restart -m fast of the private PostgreSQL at operation {progress}",
+                fault + 1
             );
         } else {
             signal(redis.pid(), "STOP").await?;
@@ -512,10 +668,20 @@ async fn drill() -> Result<bool, String> {
     // Every key is one operation (the middleware minted it once and sent it on every
     // attempt): a key charged twice is a duplicate, whatever its client saw.
     let charges = read_charges(&charge_log)?;
-    let duplicates: usize = charges.values().map(|ids| ids.len() - 1).sum();
+    let orders = match &postgres {
+        Some(postgres) => postgres.orders().await?,
+        None => HashMap::new(),
+    };
+    drop(postgres);
+    let duplicates: usize = charges
+        .values()
+        .chain(orders.values())
+        .map(|ids| ids.len() - 1)
+        .sum();
     let (mut lost, mut confused) = (0usize, seen.confused.load(Ordering::Relaxed));
-    for (key, id) in seen.succeeded.lock().unwrap().iter() {
-        match charges.get(key) {
+    for (order, key, id) in seen.succeeded.lock().unwrap().iter() {
+        let made = if *order { &orders } else { &charges };
+        match made.get(key) {
             None => lost += 1,
             Some(ids) if !ids.contains(id) => confused += 1,
             Some(_) => {}
@@ -523,16 +689,21 @@ async fn drill() -> Result<bool, String> {
     }
     let drops: usize = proxies.iter().map(|p| p.cuts.load(Ordering::Relaxed)).sum();
     println!(
-        "exactly-once drill{}: operations={} ok={} failed={} faults={} (server_kill={kills} redis_freeze={freezes} answer_cut={drops}) retries={} replays={} duplicates={duplicates} lost={lost} confused={confused} in {:.1}s",
+        "exactly-once drill{}: operations={} (orders={}) ok={} failed={} faults={} (server_kill={kills} redis_freeze={freezes} pg_restart={pg_restarts} answer_cut={drops}) retries={} replays={} duplicates={duplicates} lost={lost} confused={confused} in {:.1}s",
         if settings.guard {
             ""
         } else {
             " WITHOUT the layer"
         },
         settings.ops,
+        if settings.postgres {
+            (settings.ops + 3) / 5
+        } else {
+            0
+        },
         seen.ok.load(Ordering::Relaxed),
         seen.failed.load(Ordering::Relaxed),
-        kills + freezes + drops,
+        kills + freezes + pg_restarts + drops,
         seen.retries.load(Ordering::Relaxed),
         seen.replays.load(Ordering::Relaxed),
         elapsed.as_secs_f64(),
