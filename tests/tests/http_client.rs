@@ -339,12 +339,15 @@ async fn a_client_timeout_is_retried_with_the_same_key_and_the_handler_runs_once
         .build();
     let response = client
         .post(proxy.url("/charges?ms=600"))
+        .header("authorization", tests::http_server::TEST_AUTHORIZATION)
         .body("{}")
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let delivery = Delivery::of(&response).unwrap();
+    let delivery = Delivery::of(&response).unwrap().clone();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{delivery:?} {body}");
     assert!(delivery.replayed());
     assert!(delivery.attempts() >= 2, "{delivery:?}");
     assert_eq!(server.counts.started(), 1);
