@@ -354,3 +354,50 @@ async fn a_client_timeout_is_retried_with_the_same_key_and_the_handler_runs_once
     let keys = proxy.keys();
     assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_retry_is_an_event_under_target_idem_with_the_key_hashed() {
+    let captured = tests::CapturedLog::default();
+    let writer = captured.clone();
+    // This thread's subscriber: the current-thread runtime runs the client and server here.
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let server = TestServer::start(IdempotencyLayer::new()).await;
+    let response = client(fast().max_attempts(3))
+        .post(server.url("/status/503?token=hunter2"))
+        .header("idempotency-key", "secret-key-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let log = captured.text();
+    let retries: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("outcome=\"retry\""))
+        .collect();
+    assert_eq!(retries.len(), 2, "{log}");
+    assert!(
+        retries
+            .iter()
+            .all(|l| l.contains(" idem:") && l.contains("reason=\"503\"") && l.contains(" key=")),
+        "{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("outcome=\"gave_up\""))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.contains("secret-key-1"),
+        "the raw key is never logged: {log}"
+    );
+    assert!(!log.contains("hunter2"), "nor the query: {log}");
+    assert!(log.contains("path=\"/status/503\""), "{log}");
+}
