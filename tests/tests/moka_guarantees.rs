@@ -551,7 +551,7 @@ fn a_key_hash_is_identical_in_a_second_os_process() {
 
 #[idempotent(key = "id", name = "tests.current_key.v1")]
 async fn reports_its_key(id: String) -> Result<String, TestError> {
-    Ok(idem_core::current_key().expect("inside the body"))
+    Ok(idem_core::current_key().expect("inside the body").to_hex())
 }
 
 #[tokio::test]
