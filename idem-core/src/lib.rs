@@ -69,7 +69,7 @@ mod probe;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
-mod scopes;
+mod scope_count;
 mod spec;
 pub mod store;
 

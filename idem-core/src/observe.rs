@@ -7,14 +7,14 @@ use std::future::Future;
 
 use crate::key::Key;
 use crate::outcome::Outcome;
-use crate::scopes::Scopes;
+use crate::scope_count::ScopeCount;
 
 tokio::task_local! {
     static OBSERVER: Observer;
 }
 
 /// The [`observe`] scopes running right now, in the whole process.
-static OBSERVING: Scopes = Scopes::new();
+static OBSERVING: ScopeCount = ScopeCount::new();
 
 /// The call an [`observe`] scope watches (the first to start in it) and its last outcome.
 struct Observer {
