@@ -9,7 +9,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::conn::{Conn, Runner};
 use super::near::NearCache;
-use super::replicas::Replicas;
+use super::replicas::{Replicas, Waiter};
 use super::wire::SCRIPTS;
 use super::{Inner, RedisStore};
 use crate::backoff::{Backoff, DEFAULT_POLL};
@@ -194,6 +194,11 @@ impl RedisStoreBuilder {
     /// lost on failover, and the body may run again. `WAIT` does not make Redis strongly
     /// consistent: see the README for what it does not promise. A hit costs nothing extra.
     ///
+    /// The write and its `WAIT` run on a connection of their own (a small pool), never on
+    /// the connection other calls share, so a long `timeout` (up to `Duration::MAX`, which
+    /// saturates) only makes the waiting call wait. In a cluster, `WAIT` goes over the
+    /// cluster connection, so its timeout is clamped to ¾ of the response timeout.
+    ///
     /// ```
     /// use std::time::Duration;
     /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
@@ -252,11 +257,18 @@ impl RedisStoreBuilder {
             .saturating_add(longest.saturating_mul(retries_u32))
             .saturating_add(self.response_timeout);
         let target = describe(&self.target);
+        // One server's client, also for the tracking and `WAIT` connections.
+        let single = match &self.target {
+            Target::Single(url) => {
+                Some(redis::Client::open(url.as_str()).map_err(|err| connect_error(&target, err))?)
+            }
+            #[cfg(feature = "redis-cluster")]
+            Target::Cluster(_) => None,
+        };
         let connecting = async {
             match &self.target {
-                Target::Single(url) => {
-                    let client = redis::Client::open(url.as_str())
-                        .map_err(|err| connect_error(&target, err))?;
+                Target::Single(_) => {
+                    let client = single.clone().expect("a client for one server");
                     let config = ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(self.connect_timeout))
                         .set_response_timeout(Some(self.response_timeout))
@@ -309,12 +321,21 @@ impl RedisStoreBuilder {
         for script in [&SCRIPTS.renew, &SCRIPTS.complete, &SCRIPTS.release] {
             runner.load(script).await?;
         }
+        let replicas = self.replicas.map(|replicas| match &single {
+            Some(client) => Waiter::single(replicas, client.clone(), self.connect_timeout),
+            // The cluster connection is shared: its `WAIT` ends well before the reply
+            // timeout, so it never makes other calls on the node time out.
+            #[cfg(feature = "redis-cluster")]
+            None => Waiter::cluster(replicas.at_most(self.response_timeout * 3 / 4)),
+            #[cfg(not(feature = "redis-cluster"))]
+            None => unreachable!("one server unless the cluster feature is on"),
+        });
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 runner,
                 prefix: self.prefix,
                 poll: self.poll,
-                replicas: self.replicas,
+                replicas,
                 near: self.near.map(|(bytes, bound)| NearCache::new(bytes, bound)),
             }),
         })

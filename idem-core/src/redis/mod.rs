@@ -37,7 +37,7 @@
 //!
 //! `wire` (values, scripts, replies), `token` (fencing tokens), `conn` (the connection and
 //! the bound on each operation), `cluster` (following slot migrations), `replicas` (waiting
-//! for replicas' acknowledgements), `near` (the near-cache), `builder` (settings and
+//! for replicas' acknowledgements on connections of their own), `near` (the near-cache), `builder` (settings and
 //! connecting), `store` (the [`Store`] impl).
 
 mod builder;
@@ -86,6 +86,17 @@ use conn::Runner;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Waiting for replicas
+///
+/// With [`wait_for_replicas(n, timeout)`](RedisStoreBuilder::wait_for_replicas), a claim
+/// is taken on the shared connection as usual; then, on a connection of its own from a
+/// small pool (at most 8 idle), the claim is renewed (the write `WAIT` counts: `WAIT`
+/// counts the writes of the connection it is sent on) and `WAIT n timeout` is sent. A
+/// `complete` and its `WAIT` run on such a connection too. So a `WAIT` never blocks the
+/// connection other calls share, whatever its timeout; a claim it timed out is released
+/// over the shared connection at once. In a cluster the timeout is clamped to ¾ of the
+/// response timeout instead.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -96,7 +107,7 @@ struct Inner {
     prefix: String,
     poll: Backoff,
     /// Replicas to wait for after a claim and a `complete` (`WAIT`), if set.
-    replicas: Option<replicas::Replicas>,
+    replicas: Option<replicas::Waiter>,
     /// Completed records recently seen, if the near-cache is on.
     near: Option<near::NearCache>,
 }

@@ -56,17 +56,30 @@ impl Store for RedisStore {
                 }
                 Err(err) => Err(self.inner.runner.failed("claim", err)),
             }?;
-            if let (Claim::Claimed { .. }, Some(replicas)) = (&claim, self.inner.replicas)
-                && let Err(err) = self
-                    .inner
-                    .runner
-                    .wait_for_replicas("claim", &self.redis_key(key), replicas)
-                    .await
-            {
+            if let (Claim::Claimed { token, .. }, Some(waiter)) = (&claim, &self.inner.replicas) {
                 // Fail closed: the body does not run on a claim a failover could lose.
-                // Released so that a retry need not wait for the lease.
-                let _ = self.release(key, token).await;
-                return Err(err);
+                // The `WAIT` runs on a connection of its own (never the shared one); the
+                // claim's renewal there is the write it waits for.
+                let redis_key = self.redis_key(key);
+                let mut renew = SCRIPTS.renew.key(&redis_key);
+                renew.arg(claim_prefix(*token)).arg(millis_arg(lease));
+                let acknowledged = waiter
+                    .write_and_wait(&self.inner.runner, "claim", &redis_key, &renew)
+                    .await
+                    .and_then(|kept| {
+                        kept.then_some(()).ok_or_else(|| {
+                            Error::store(format!(
+                                "redis claim on {}: the claim was removed before replicas acknowledged it",
+                                self.inner.runner.target
+                            ))
+                        })
+                    });
+                if let Err(err) = acknowledged {
+                    // Released so that a retry need not wait for the lease (on the shared
+                    // connection, which the `WAIT` never blocks).
+                    let _ = self.release(key, *token).await;
+                    return Err(err);
+                }
             }
             if let (Claim::Completed(record), Some(near)) = (&claim, &self.inner.near) {
                 near.insert(key, record);
@@ -97,21 +110,25 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
-            let mut invocation = SCRIPTS.complete.key(self.redis_key(key));
+            let redis_key = self.redis_key(key);
+            let mut invocation = SCRIPTS.complete.key(&redis_key);
             invocation
                 .arg(claim_prefix(token))
                 .arg(encode_record(&record))
                 .arg(millis_arg(ttl));
-            let reply = self.inner.runner.invoke("complete", &invocation).await?;
-            let stored = int_reply("complete", reply)?;
-            if stored && let Some(replicas) = self.inner.replicas {
+            let stored = match &self.inner.replicas {
                 // Not acknowledged: reported as a store error (the caller still gets its
                 // result); a retry of `complete` finds its own record and waits again.
-                self.inner
-                    .runner
-                    .wait_for_replicas("complete", &self.redis_key(key), replicas)
-                    .await?;
-            }
+                Some(waiter) => {
+                    waiter
+                        .write_and_wait(&self.inner.runner, "complete", &redis_key, &invocation)
+                        .await?
+                }
+                None => {
+                    let reply = self.inner.runner.invoke("complete", &invocation).await?;
+                    int_reply("complete", reply)?
+                }
+            };
             if stored && let Some(near) = &self.inner.near {
                 near.insert(key, &record);
             }
