@@ -10,6 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::conn::{Conn, Runner};
 use super::near::NearCache;
 use super::replicas::{Replicas, Waiter};
+use super::tracking::{self, Tracked};
 use super::wire::SCRIPTS;
 use super::{Inner, RedisStore};
 use crate::backoff::{Backoff, DEFAULT_POLL};
@@ -211,18 +212,20 @@ impl RedisStoreBuilder {
     }
 
     /// Keeps completed records this process read from or wrote to Redis in memory, up to
-    /// `max_bytes` (values plus ~128 bytes per entry), each for at most `bound`: a repeat
-    /// hit within `bound` is answered without a command. Off by default.
+    /// `max_bytes` (values plus ~128 bytes per entry): a repeat hit is answered without a
+    /// command. Off by default. See the [`RedisStore`'s documentation](RedisStore#near-cache)
+    /// for the guarantees.
     ///
-    /// The guarantee: a record that Redis no longer holds — `forget` from any process, or
-    /// expired — may still be replayed by this process for up to `bound` after it was last
-    /// read here; never longer. Claims are never cached, so one body at a time still holds
-    /// across processes. Choose `bound` as the staleness you accept after a `forget`.
+    /// In short: each entry lives at most `bound` (`Duration::MAX` saturates) and never
+    /// longer than the record's own remaining TTL; on one server, Redis client-side caching
+    /// (`CLIENT TRACKING` on a RESP3 connection of its own) drops an entry about one round
+    /// trip after the record changes in any process, and `bound` is the fallback while
+    /// that connection is down. Claims are never cached.
     ///
     /// ```
     /// use std::time::Duration;
     /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
-    ///     .near_cache(16 << 20, Duration::from_millis(500));
+    ///     .near_cache(16 << 20, Duration::from_secs(60));
     /// # drop(builder);
     /// ```
     pub fn near_cache(mut self, max_bytes: u64, bound: Duration) -> Self {
@@ -330,13 +333,35 @@ impl RedisStoreBuilder {
             #[cfg(not(feature = "redis-cluster"))]
             None => unreachable!("one server unless the cluster feature is on"),
         });
+        let near = match (self.near, &single) {
+            (None, _) => None,
+            (Some((bytes, bound)), client) => {
+                let tracked = Arc::new(Tracked::new(NearCache::new(bytes, bound), &self.prefix));
+                if let Some(client) = client {
+                    tracking::spawn(
+                        &tracked,
+                        client,
+                        self.connect_timeout,
+                        self.response_timeout,
+                    )
+                    .map_err(|err| connect_error(&runner.target, err))?;
+                    // Up before the first call when the server allows it; else the bound
+                    // applies until it is.
+                    let deadline = tokio::time::Instant::now() + self.connect_timeout;
+                    while tracked.connection().is_none() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                Some(tracked)
+            }
+        };
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 runner,
                 prefix: self.prefix,
                 poll: self.poll,
                 replicas,
-                near: self.near.map(|(bytes, bound)| NearCache::new(bytes, bound)),
+                near,
             }),
         })
     }

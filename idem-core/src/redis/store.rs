@@ -7,14 +7,57 @@ use redis::Value;
 
 use super::RedisStore;
 use super::token::new_token;
+use super::tracking::Tracked;
 use super::wire::{
     CLAIM_PREFIX_LEN, SCRIPTS, claim_prefix, claim_prefix_into, encode_record, int_reply,
-    millis_arg, millis_into, parse_claim, redis_key_into, unexpected,
+    millis_arg, millis_into, parse_claim, parse_record, redis_key_into, unexpected,
 };
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
 use crate::store::{BoxFuture, Claim, Record, Store, Token};
+
+impl RedisStore {
+    /// Reads the record of `key` with its remaining TTL (`GET`, `PTTL`) into the
+    /// near-cache: on the tracking connection while it is up, so Redis will say when the
+    /// key changes, else on the shared one (the bound applies). A failed read keeps
+    /// nothing; the caller already has its answer.
+    async fn fill_near(&self, near: &Tracked, key: &Key) {
+        let ticket = near.cache.ticket(key);
+        let redis_key = self.redis_key(key);
+        let mut read = redis::pipe();
+        read.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+        let reply = match near.connection() {
+            Some(mut conn) => tokio::time::timeout(
+                self.inner.runner.op_timeout,
+                read.query_async::<Vec<Value>>(&mut conn),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            None => self
+                .inner
+                .runner
+                .pipeline("near-cache read", &read)
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        let Some([value, Value::Int(pttl)]) = reply.as_deref() else {
+            return;
+        };
+        let remaining = match u64::try_from(*pttl) {
+            Ok(ms) => Duration::from_millis(ms),
+            // -1: no expiry (set by hand); the bound applies.
+            Err(_) if *pttl == -1 => Duration::MAX,
+            // -2: gone.
+            Err(_) => return,
+        };
+        if let Some(record) = parse_record(value) {
+            near.cache.fill(key, ticket, &Arc::new(record), remaining);
+        }
+    }
+}
 
 impl Store for RedisStore {
     fn claim<'a>(
@@ -24,7 +67,12 @@ impl Store for RedisStore {
         lease: Duration,
     ) -> BoxFuture<'a, Result<Claim, Error>> {
         Box::pin(async move {
-            if let Some(record) = self.inner.near.as_ref().and_then(|near| near.get(key)) {
+            if let Some(record) = self
+                .inner
+                .near
+                .as_ref()
+                .and_then(|near| near.cache.get(key))
+            {
                 return Ok(Claim::Completed(record));
             }
             let token = new_token();
@@ -81,8 +129,8 @@ impl Store for RedisStore {
                     return Err(err);
                 }
             }
-            if let (Claim::Completed(record), Some(near)) = (&claim, &self.inner.near) {
-                near.insert(key, record);
+            if let (Claim::Completed(_), Some(near)) = (&claim, &self.inner.near) {
+                self.fill_near(near, key).await;
             }
             Ok(claim)
         })
@@ -110,6 +158,7 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
+            let ticket = self.inner.near.as_ref().map(|near| near.cache.ticket(key));
             let redis_key = self.redis_key(key);
             let mut invocation = SCRIPTS.complete.key(&redis_key);
             invocation
@@ -129,8 +178,20 @@ impl Store for RedisStore {
                     int_reply("complete", reply)?
                 }
             };
-            if stored && let Some(near) = &self.inner.near {
-                near.insert(key, &record);
+            if stored && let (Some(near), Some(ticket)) = (&self.inner.near, ticket) {
+                if near.connection().is_some() {
+                    // Tracked: the record must be read on the tracking connection to be
+                    // invalidated later; read off the caller's path.
+                    let store = self.clone();
+                    let key = *key;
+                    tokio::spawn(async move {
+                        if let Some(near) = &store.inner.near {
+                            store.fill_near(near, &key).await;
+                        }
+                    });
+                } else {
+                    near.cache.fill(key, ticket, &record, ttl);
+                }
             }
             Ok(stored)
         })
@@ -147,13 +208,18 @@ impl Store for RedisStore {
 
     fn forget<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
+            // Before, so no hit answers from memory from now on; after, so that a lookup
+            // or `complete` whose reply comes back late is not kept either.
             if let Some(near) = &self.inner.near {
-                near.remove(key);
+                near.cache.remove(key);
             }
             let mut del = redis::cmd("DEL");
             del.arg(self.redis_key(key));
-            let reply = self.inner.runner.run("forget", &del).await?;
-            match reply {
+            let reply = self.inner.runner.run("forget", &del).await;
+            if let Some(near) = &self.inner.near {
+                near.cache.remove(key);
+            }
+            match reply? {
                 Value::Int(n) => Ok(n > 0),
                 other => Err(unexpected("forget", &other)),
             }
@@ -166,7 +232,7 @@ impl Store for RedisStore {
         _fingerprint: &Fingerprint,
         _lease: Duration,
     ) -> Option<Result<Claim, Error>> {
-        let record = self.inner.near.as_ref()?.get(key)?;
+        let record = self.inner.near.as_ref()?.cache.get(key)?;
         Some(Ok(Claim::Completed(record)))
     }
 

@@ -194,6 +194,20 @@ fn decode_owned_record(mut bytes: Vec<u8>) -> Result<Record, Error> {
     Ok(Record::new(fingerprint, bytes))
 }
 
+/// Whether `bytes` starts like a completed record of this version.
+fn is_record(bytes: &[u8]) -> bool {
+    bytes.len() >= RECORD_HEADER_LEN && bytes[0] == RECORD_TAG && bytes[1] == RECORD_VERSION
+}
+
+/// The completed record in a `GET` reply; `None` for anything else (absent, a claim, a
+/// value this version cannot read).
+pub(super) fn parse_record(reply: &Value) -> Option<Record> {
+    match reply {
+        Value::BulkString(bytes) if is_record(bytes) => decode_record(bytes).ok(),
+        _ => None,
+    }
+}
+
 /// A reply of a shape the command never gives.
 pub(super) fn unexpected(what: &str, reply: &Value) -> Error {
     Error::store(format!("redis {what}: unexpected reply {reply:?}"))
