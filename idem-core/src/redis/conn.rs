@@ -139,13 +139,6 @@ impl Runner {
         }
     }
 
-    /// Runs one command within the operation bound; any failure is an [`Error::Store`].
-    pub(super) async fn run(&self, what: &'static str, cmd: &Cmd) -> Result<Value, Error> {
-        self.query(what, cmd)
-            .await?
-            .map_err(|err| self.failed(what, err))
-    }
-
     /// Invokes a script (`EVALSHA`, loading it when the server answers `NOSCRIPT`) within
     /// the operation bound; any failure is an [`Error::Store`].
     pub(super) async fn invoke(

@@ -132,6 +132,19 @@ use conn::Runner;
 /// # }
 /// ```
 ///
+/// # `forget`
+///
+/// [`Store::forget`] (and [`forget`](crate::forget), [`forget_call`](crate::forget_call))
+/// is one `GETDEL`. Its three cases:
+///
+/// - a completed record was there: removed, `Ok(true)`;
+/// - a running claim was there: removed (its holder's `renew` and `complete` then find the
+///   key absent, so its result is not stored and the next call runs the body), `Ok(false)`
+///   — there was no record — with a warning event naming the key;
+/// - nothing was there: `Ok(false)`.
+///
+/// A key of another Redis type is [`Error::Codec`] and is left in place.
+///
 /// # Waiting for replicas
 ///
 /// With [`wait_for_replicas(n, timeout)`](RedisStoreBuilder::wait_for_replicas), a claim

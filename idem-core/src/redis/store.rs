@@ -9,8 +9,8 @@ use super::RedisStore;
 use super::token::new_token;
 use super::tracking::Tracked;
 use super::wire::{
-    CLAIM_PREFIX_LEN, SCRIPTS, claim_prefix, claim_prefix_into, encode_record, int_reply,
-    millis_arg, millis_into, parse_claim, parse_record, redis_key_into, unexpected,
+    CLAIM_PREFIX_LEN, SCRIPTS, claim_prefix, claim_prefix_into, encode_record, int_reply, is_claim,
+    is_record, millis_arg, millis_into, parse_claim, parse_record, redis_key_into,
 };
 use crate::backoff::Backoff;
 use crate::error::Error;
@@ -55,6 +55,28 @@ impl RedisStore {
         };
         if let Some(record) = parse_record(value) {
             near.cache.fill(key, ticket, &Arc::new(record), remaining);
+        }
+    }
+}
+
+/// What a `forget` removed (`GETDEL`'s reply): `true` for a completed record only. A
+/// running claim is removed too (its holder's result will not be stored), reported as
+/// `false` with a warning event.
+fn forgotten(key: &Key, removed: Value) -> bool {
+    match removed {
+        Value::Nil => false,
+        Value::BulkString(bytes) if is_record(&bytes) => true,
+        Value::BulkString(bytes) if is_claim(&bytes) => {
+            tracing::warn!(
+                target: "idem",
+                key = %key,
+                "idem: forget removed a running claim (no record yet): its result will not be stored"
+            );
+            false
+        }
+        _ => {
+            tracing::warn!(target: "idem", key = %key, "idem: forget removed a value that is not an idem record");
+            false
         }
     }
 }
@@ -213,15 +235,18 @@ impl Store for RedisStore {
             if let Some(near) = &self.inner.near {
                 near.cache.remove(key);
             }
-            let mut del = redis::cmd("DEL");
-            del.arg(self.redis_key(key));
-            let reply = self.inner.runner.run("forget", &del).await;
+            let mut getdel = redis::cmd("GETDEL");
+            getdel.arg(self.redis_key(key));
+            let reply = self.inner.runner.query("forget", &getdel).await;
             if let Some(near) = &self.inner.near {
                 near.cache.remove(key);
             }
             match reply? {
-                Value::Int(n) => Ok(n > 0),
-                other => Err(unexpected("forget", &other)),
+                Ok(removed) => Ok(forgotten(key, removed)),
+                Err(err) if err.code() == Some("WRONGTYPE") => Err(Error::codec(
+                    "the record's Redis key holds a value of another type than a string; not removed",
+                )),
+                Err(err) => Err(self.inner.runner.failed("forget", err)),
             }
         })
     }
