@@ -138,9 +138,10 @@ use conn::Runner;
 /// is one `GETDEL`. Its three cases:
 ///
 /// - a completed record was there: removed, `Ok(true)`;
-/// - a running claim was there: removed (its holder's `renew` and `complete` then find the
-///   key absent, so its result is not stored and the next call runs the body), `Ok(false)`
-///   — there was no record — with a warning event naming the key;
+/// - a running claim was there: removed, `Ok(true)` (as on every store), and a warning
+///   event under target `idem` says that it was a running claim, not a record: its
+///   holder's `renew` and `complete` find the key absent, so its result is not stored and
+///   the next call runs the body;
 /// - nothing was there: `Ok(false)`.
 ///
 /// A key of another Redis type is [`Error::Codec`] and is left in place.

@@ -59,9 +59,9 @@ impl RedisStore {
     }
 }
 
-/// What a `forget` removed (`GETDEL`'s reply): `true` for a completed record only. A
-/// running claim is removed too (its holder's result will not be stored), reported as
-/// `false` with a warning event.
+/// What a `forget` removed (`GETDEL`'s reply): `true` for a completed record or a running
+/// claim, as on every store; a claim is reported as such by a warning event (its holder's
+/// result will not be stored).
 fn forgotten(key: &Key, removed: Value) -> bool {
     match removed {
         Value::Nil => false,
@@ -70,13 +70,13 @@ fn forgotten(key: &Key, removed: Value) -> bool {
             tracing::warn!(
                 target: "idem",
                 key = %key,
-                "idem: forget removed a running claim (no record yet): its result will not be stored"
+                "idem: forget removed a running claim, not a record: its holder's result will not be stored"
             );
-            false
+            true
         }
         _ => {
             tracing::warn!(target: "idem", key = %key, "idem: forget removed a value that is not an idem record");
-            false
+            true
         }
     }
 }
