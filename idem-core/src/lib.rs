@@ -72,7 +72,7 @@ mod probe;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
-mod scopes;
+mod scope_count;
 mod spec;
 pub mod store;
 
@@ -92,7 +92,7 @@ pub use global::{
 };
 pub use key::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
 #[cfg(feature = "moka")]
-pub use moka::{DEFAULT_MAX_BYTES, DEFAULT_MAX_CAPACITY, MokaStore, MokaStoreBuilder};
+pub use moka::{MokaStore, MokaStoreBuilder};
 pub use observe::observe;
 pub use outcome::Outcome;
 #[cfg(feature = "postgres")]
@@ -103,10 +103,6 @@ pub use probe::{forget_call, key_of};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, RedisStoreBuilder};
 pub use store::SharedStore;
-// The store-implementor API lives in `idem_core::store`; these root paths stay as aliases
-// so code written against them still compiles.
-#[doc(hidden)]
-pub use store::{BoxFuture, ChangeNotice, Claim, RECORD_VERSION, Record, Store, Token};
 
 #[cfg(feature = "macros")]
 pub use idem_macros::idempotent;

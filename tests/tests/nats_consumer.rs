@@ -13,7 +13,7 @@ use idem_core::nats::async_nats::jetstream::{
     stream,
 };
 use idem_core::nats::{
-    Delivery, HandlerError, Outcome, Processor, ProcessorBuilder, SetupError, async_nats,
+    Delivery, Disposition, HandlerError, Processor, ProcessorBuilder, SetupError, async_nats,
 };
 use idem_core::{MokaStore, SharedStore, idempotent};
 use serde::{Deserialize, Serialize};
@@ -206,8 +206,8 @@ impl Fixture {
         key_by: KeyBy,
         slots: usize,
         limit: Duration,
-        done: impl Fn(&[(u64, i64, Outcome)]) -> bool,
-    ) -> Vec<(u64, i64, Outcome)> {
+        done: impl Fn(&[(u64, i64, Disposition)]) -> bool,
+    ) -> Vec<(u64, i64, Disposition)> {
         let processor = processor.build(&self.consumer).await.unwrap();
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let messages = self.consumer.messages().await.unwrap();
@@ -270,8 +270,11 @@ fn order(i: usize) -> OrderPlaced {
     }
 }
 
-fn acked(outcomes: &[(u64, i64, Outcome)]) -> usize {
-    outcomes.iter().filter(|o| o.2 == Outcome::Acked).count()
+fn acked(outcomes: &[(u64, i64, Disposition)]) -> usize {
+    outcomes
+        .iter()
+        .filter(|o| o.2 == Disposition::Acked)
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +309,7 @@ async fn two_hundred_events_with_fifty_duplicates_make_150_orders_all_acked() {
     assert_eq!(orders.runs.load(SeqCst), 150, "one body run per order");
     let mut sequences: Vec<u64> = outcomes
         .iter()
-        .filter(|o| o.2 == Outcome::Acked)
+        .filter(|o| o.2 == Disposition::Acked)
         .map(|o| o.0)
         .collect();
     sequences.sort_unstable();
@@ -315,7 +318,7 @@ async fn two_hundred_events_with_fifty_duplicates_make_150_orders_all_acked() {
     assert!(
         outcomes
             .iter()
-            .all(|o| matches!(o.2, Outcome::Acked | Outcome::InProgress { .. })),
+            .all(|o| matches!(o.2, Disposition::Acked | Disposition::InProgress { .. })),
         "{outcomes:?}"
     );
     let (pending, ack_pending, _) = fx.pending().await;
@@ -341,7 +344,7 @@ async fn a_handler_running_three_ack_waits_is_handled_once_without_redelivery() 
         .await;
     // Long enough for a redelivery to show if the in-progress acks had not held it.
     tokio::time::sleep(ack_wait * 2).await;
-    assert_eq!(outcomes, [(1, 1, Outcome::Acked)]);
+    assert_eq!(outcomes, [(1, 1, Disposition::Acked)]);
     assert_eq!(orders.runs.load(SeqCst), 1);
     assert_eq!(fx.pending().await, (0, 0, 0));
     fx.delete().await;
@@ -370,7 +373,7 @@ async fn a_redelivery_during_a_running_handler_is_naked_not_handled_twice() {
         .await;
     let naked = outcomes
         .iter()
-        .filter(|o| matches!(o.2, Outcome::InProgress { .. }))
+        .filter(|o| matches!(o.2, Disposition::InProgress { .. }))
         .count();
     assert!(naked >= 1, "the redelivery was naked: {outcomes:?}");
     assert_eq!(orders.runs.load(SeqCst), 1, "handled once: {outcomes:?}");
@@ -413,10 +416,10 @@ async fn a_poison_message_and_a_reused_order_id_are_terminated_after_one_try() {
     assert_eq!(
         outcomes,
         [
-            (1, 1, Outcome::Undecodable),
-            (2, 1, Outcome::Acked),
-            (3, 1, Outcome::Mismatch),
-            (4, 1, Outcome::Permanent),
+            (1, 1, Disposition::Undecodable),
+            (2, 1, Disposition::Acked),
+            (3, 1, Disposition::Mismatch),
+            (4, 1, Disposition::Permanent),
         ]
     );
     assert_eq!(
@@ -452,18 +455,18 @@ async fn a_failing_handler_is_retried_with_backoff_then_succeeds() {
             (
                 1,
                 1,
-                Outcome::Retry {
+                Disposition::Retry {
                     delay: Duration::from_millis(100)
                 }
             ),
             (
                 1,
                 2,
-                Outcome::Retry {
+                Disposition::Retry {
                     delay: Duration::from_millis(200)
                 }
             ),
-            (1, 3, Outcome::Acked),
+            (1, 3, Disposition::Acked),
         ]
     );
     // The naks' delays held the redeliveries back (not the 5 s AckWait, not at once).
@@ -513,9 +516,9 @@ async fn keyed_by_nats_msg_id_a_republished_message_is_replayed_and_one_without_
     assert_eq!(
         outcomes,
         [
-            (1, 1, Outcome::Acked),
-            (2, 1, Outcome::Acked),
-            (3, 1, Outcome::Undecodable),
+            (1, 1, Disposition::Acked),
+            (2, 1, Disposition::Acked),
+            (3, 1, Disposition::Undecodable),
         ]
     );
     assert_eq!(
@@ -630,7 +633,7 @@ async fn a_five_second_handler_on_a_two_second_ack_wait_is_delivered_once_run_on
         .await;
     // Long enough for a redelivery to show if the in-progress acks had not held it.
     tokio::time::sleep(ack_wait + Duration::from_millis(500)).await;
-    assert_eq!(outcomes, [(1, 1, Outcome::Acked)], "one delivery");
+    assert_eq!(outcomes, [(1, 1, Disposition::Acked)], "one delivery");
     assert_eq!(orders.runs.load(SeqCst), 1, "one run");
     assert_eq!(fx.pending().await, (0, 0, 0), "acked, never redelivered");
     fx.delete().await;
@@ -669,12 +672,12 @@ async fn a_handler_that_always_fails_is_terminated_at_max_deliver_with_an_error_
             |o| o.len() >= 3,
         )
         .await;
-    let retry = Outcome::Retry {
+    let retry = Disposition::Retry {
         delay: Duration::from_millis(50),
     };
     assert_eq!(
         outcomes,
-        [(1, 1, retry), (1, 2, retry), (1, 3, Outcome::Exhausted)]
+        [(1, 1, retry), (1, 2, retry), (1, 3, Disposition::Exhausted)]
     );
     assert_eq!(orders.runs.load(SeqCst), 3, "three runs");
     // Terminated: nothing pending, nothing more delivered.
@@ -749,15 +752,15 @@ async fn with_an_unlimited_max_deliver_the_processor_gives_up_at_its_fallback() 
         )
         .await;
     outcomes.sort_by_key(|o| (o.0, o.1));
-    let retry = Outcome::Retry {
+    let retry = Disposition::Retry {
         delay: Duration::from_millis(50),
     };
     assert_eq!(
         outcomes,
         [
             (1, 1, retry),
-            (1, 2, Outcome::Exhausted),
-            (2, 1, Outcome::Undecodable)
+            (1, 2, Disposition::Exhausted),
+            (2, 1, Disposition::Undecodable)
         ]
     );
     assert_eq!(orders.runs.load(SeqCst), 2);
@@ -834,10 +837,10 @@ async fn a_dead_letter_that_cannot_be_stored_is_retried_then_reported() {
             .await;
         outcomes.push((delivered, outcome));
     }
-    let retry = Outcome::Retry {
+    let retry = Disposition::Retry {
         delay: Duration::from_millis(50),
     };
-    assert_eq!(outcomes, [(1, retry), (2, Outcome::Undecodable)]);
+    assert_eq!(outcomes, [(1, retry), (2, Disposition::Undecodable)]);
     let log = captured.text();
     let lost = log
         .lines()
@@ -878,7 +881,10 @@ async fn a_dead_letter_read_back_by_its_own_consumer_is_not_dead_lettered_again(
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         outcomes,
-        [(1, 1, Outcome::Undecodable), (2, 1, Outcome::Undecodable)]
+        [
+            (1, 1, Disposition::Undecodable),
+            (2, 1, Disposition::Undecodable)
+        ]
     );
     let mut stream = fx.js.get_stream(&fx.name).await.unwrap();
     let messages = stream.info().await.unwrap().state.messages;

@@ -62,7 +62,7 @@ mod problem;
 mod request_body;
 mod scope;
 mod service;
-mod wire;
+mod stored_response;
 
 pub use body::ResponseBody;
 pub use capture::NoStore;

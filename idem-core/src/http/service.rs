@@ -23,7 +23,7 @@ use super::fingerprint;
 use super::key_header::{self, KeyError};
 use super::problem::Problem;
 use super::request_body::{ReadError, read_whole};
-use super::wire::Stored;
+use super::stored_response::StoredResponse;
 use crate::call::Call;
 use crate::error::{BoxError, Error};
 use crate::event::{self, Outcome};
@@ -373,7 +373,7 @@ fn respond<E>(outcome: Result<Answer, Failure<E>>) -> Result<Response<ResponseBo
     Ok(match outcome {
         Ok(Answer::Whole { head, body }) => Response::from_parts(head, full(body)),
         Ok(Answer::Streaming { head, body }) => Response::from_parts(head, body),
-        Ok(Answer::Replay(Stored::Replayable {
+        Ok(Answer::Replay(StoredResponse::Replayable {
             status,
             headers,
             body,
@@ -386,7 +386,7 @@ fn respond<E>(outcome: Result<Answer, Failure<E>>) -> Result<Response<ResponseBo
                 .insert(REPLAYED, HeaderValue::from_static("true"));
             response
         }
-        Ok(Answer::Replay(Stored::Streamed { status })) => {
+        Ok(Answer::Replay(StoredResponse::Streamed { status })) => {
             Problem::NotReplayable { status }.into_response()
         }
         Err(Failure::NotStored(response)) => *response,

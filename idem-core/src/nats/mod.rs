@@ -47,7 +47,7 @@
 //!
 //! A message that can never be handled is not retried forever and not dropped silently.
 //! On its last allowed delivery, a failing message (an `Err`, a store that is down, or a
-//! key still in progress elsewhere) is terminated ([`Outcome::Exhausted`]) with an
+//! key still in progress elsewhere) is terminated ([`Disposition::Exhausted`]) with an
 //! `ERROR` event, where a nak would let the broker drop it unseen. The last allowed
 //! delivery is the consumer's `max_deliver`; when that is unlimited (−1, JetStream's
 //! default), the processor gives up at its own
@@ -77,7 +77,7 @@
 //!
 //! ```
 //! use idem_core::idempotent;
-//! use idem_core::nats::{Delivery, Outcome, Processor, async_nats};
+//! use idem_core::nats::{Delivery, Disposition, Processor, async_nats};
 //! use async_nats::jetstream::{self, consumer::pull, stream};
 //! use futures_util::StreamExt;
 //! use serde::{Deserialize, Serialize};
@@ -116,7 +116,7 @@
 //!     let outcome = processor
 //!         .process(&message?, |delivery: Delivery<OrderPlaced>| place_order(delivery.payload))
 //!         .await;
-//!     assert_eq!(outcome, Outcome::Acked); // executed once, then replayed; both acked
+//!     assert_eq!(outcome, Disposition::Acked); // executed once, then replayed; both acked
 //! }
 //! # js.delete_stream(&name).await?;
 //! # Ok(())
@@ -125,7 +125,7 @@
 
 mod builder;
 mod dead_letter;
-mod outcome;
+mod disposition;
 mod progress;
 mod setup;
 
@@ -141,8 +141,8 @@ use crate::error::{BoxError, Error};
 use crate::event::Outcome as CallOutcome;
 pub use builder::ProcessorBuilder;
 use dead_letter::DeadLetter;
-pub use outcome::{HandlerError, Outcome};
-use outcome::{Verdict, verdict};
+pub use disposition::{Disposition, HandlerError};
+use disposition::{Verdict, verdict};
 pub use setup::SetupError;
 
 /// How many times an ack or a term is sent before the answer is given up as lost.
@@ -311,7 +311,7 @@ impl Processor {
     /// dropped here.
     ///
     /// ```
-    /// # use idem_core::nats::{Delivery, Outcome, Processor, async_nats};
+    /// # use idem_core::nats::{Delivery, Disposition, Processor, async_nats};
     /// # use async_nats::jetstream::{self, consumer::pull, stream};
     /// # use futures_util::StreamExt;
     /// # #[tokio::main(flavor = "current_thread")]
@@ -326,12 +326,12 @@ impl Processor {
     /// let outcome = processor
     ///     .process(&message, |d: Delivery<u64>| async move { Ok::<_, idem_core::Error>(d.payload) })
     ///     .await;
-    /// assert_eq!(outcome, Outcome::Undecodable); // terminated, never redelivered
+    /// assert_eq!(outcome, Disposition::Undecodable); // terminated, never redelivered
     /// # js.delete_stream(&name).await?;
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn process<T, R, E, F, Fut>(&self, message: &Message, handler: F) -> Outcome
+    pub async fn process<T, R, E, F, Fut>(&self, message: &Message, handler: F) -> Disposition
     where
         T: DeserializeOwned,
         E: HandlerError,
@@ -344,7 +344,7 @@ impl Processor {
             Err(err) => {
                 let error = err.to_string();
                 let (outcome, dead) = self
-                    .give_up(message, delivered, Outcome::Undecodable, &error)
+                    .give_up(message, delivered, Disposition::Undecodable, &error)
                     .await;
                 report(message, outcome, None, Some(&error), dead);
                 return outcome;
@@ -363,7 +363,7 @@ impl Processor {
         ))
         .await;
         let Err(err) = &result else {
-            let outcome = self.answer(message, AckKind::Ack, Outcome::Acked).await;
+            let outcome = self.answer(message, AckKind::Ack, Disposition::Acked).await;
             report(message, outcome, call, None, None);
             return outcome;
         };
@@ -377,33 +377,33 @@ impl Processor {
         let last = delivered >= self.last_delivery;
         let (outcome, dead) = match verdict(err) {
             Verdict::InProgress | Verdict::Retry if last => {
-                self.give_up(message, delivered, Outcome::Exhausted, &line)
+                self.give_up(message, delivered, Disposition::Exhausted, &line)
                     .await
             }
             Verdict::InProgress => {
                 let delay = self.delay(delivered);
                 let outcome = self
-                    .nak(message, delay, Outcome::InProgress { delay })
+                    .nak(message, delay, Disposition::InProgress { delay })
                     .await;
                 (outcome, None)
             }
             Verdict::Retry => {
                 let delay = self.delay(delivered);
                 (
-                    self.nak(message, delay, Outcome::Retry { delay }).await,
+                    self.nak(message, delay, Disposition::Retry { delay }).await,
                     None,
                 )
             }
             Verdict::Mismatch => {
-                self.give_up(message, delivered, Outcome::Mismatch, &line)
+                self.give_up(message, delivered, Disposition::Mismatch, &line)
                     .await
             }
             Verdict::Undecodable => {
-                self.give_up(message, delivered, Outcome::Undecodable, &line)
+                self.give_up(message, delivered, Disposition::Undecodable, &line)
                     .await
             }
             Verdict::Permanent => {
-                self.give_up(message, delivered, Outcome::Permanent, &line)
+                self.give_up(message, delivered, Disposition::Permanent, &line)
                     .await
             }
         };
@@ -419,9 +419,9 @@ impl Processor {
         &self,
         message: &Message,
         delivered: i64,
-        outcome: Outcome,
+        outcome: Disposition,
         error: &str,
-    ) -> (Outcome, Option<DeadLetterReport<'_>>) {
+    ) -> (Disposition, Option<DeadLetterReport<'_>>) {
         let Some(dead_letter) = &self.dead_letter else {
             return (self.answer(message, AckKind::Term, outcome).await, None);
         };
@@ -448,7 +448,7 @@ impl Processor {
             ),
             Err(err) if delivered < self.last_delivery => {
                 let delay = self.delay(delivered);
-                let outcome = self.nak(message, delay, Outcome::Retry { delay }).await;
+                let outcome = self.nak(message, delay, Disposition::Retry { delay }).await;
                 (outcome, Some(DeadLetterReport::Lost(subject, err)))
             }
             Err(err) => (
@@ -460,23 +460,23 @@ impl Processor {
 
     /// Sends `kind` and waits for the broker to confirm it (double ack), retrying a lost
     /// confirmation: a lost ack would otherwise be a silent redelivery later.
-    async fn answer(&self, message: &Message, kind: AckKind, outcome: Outcome) -> Outcome {
+    async fn answer(&self, message: &Message, kind: AckKind, outcome: Disposition) -> Disposition {
         for attempt in 1..=ANSWER_ATTEMPTS {
             match message.double_ack_with(kind).await {
                 Ok(()) => return outcome,
                 Err(err) => crate::event::nats_answer_unconfirmed(attempt, &kind, &*err),
             }
         }
-        Outcome::AnswerLost
+        Disposition::AnswerLost
     }
 
     /// Sends a nak with `delay`. Not confirmed: a lost nak is a redelivery at `AckWait`.
-    async fn nak(&self, message: &Message, delay: Duration, outcome: Outcome) -> Outcome {
+    async fn nak(&self, message: &Message, delay: Duration, outcome: Disposition) -> Disposition {
         match message.ack_with(AckKind::Nak(Some(delay))).await {
             Ok(()) => outcome,
             Err(err) => {
                 crate::event::nats_nak_failed(&*err);
-                Outcome::AnswerLost
+                Disposition::AnswerLost
             }
         }
     }
@@ -486,7 +486,7 @@ impl Processor {
 /// terminated or its dead letter lost.
 fn report(
     message: &Message,
-    outcome: Outcome,
+    outcome: Disposition,
     call: Option<CallOutcome>,
     error: Option<&dyn std::fmt::Display>,
     dead: Option<DeadLetterReport<'_>>,
@@ -528,8 +528,8 @@ fn report(
         return;
     }
     match outcome {
-        Outcome::Acked => event!(tracing::Level::DEBUG),
-        Outcome::InProgress { .. } => event!(tracing::Level::INFO),
+        Disposition::Acked => event!(tracing::Level::DEBUG),
+        Disposition::InProgress { .. } => event!(tracing::Level::INFO),
         _ => event!(tracing::Level::WARN),
     }
 }
