@@ -628,7 +628,7 @@ async fn drill() -> Result<bool, String> {
         }
         let at = started.elapsed().as_secs_f64();
         let progress = next.load(Ordering::Relaxed).min(settings.ops);
-        if fault % 2 == 0 {
+        if fault.is_multiple_of(2) {
             let server = &mut servers[(fault / 2) % 2];
             let pid = server.kill().await.unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(200)).await;
