@@ -56,7 +56,7 @@ fn postgres_tools_available() -> bool {
 }
 
 #[test]
-fn under_kills_freezes_and_hang_ups_every_charge_happens_exactly_once() {
+fn under_kills_freezes_restarts_and_cut_answers_every_effect_happens_exactly_once() {
     if !redis_available() {
         return;
     }
