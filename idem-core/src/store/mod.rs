@@ -7,6 +7,14 @@
 //! token still holds the claim, so a holder that was taken over cannot touch its
 //! successor's record (fencing).
 
+
+#[cfg(feature = "moka")]
+pub(crate) mod moka;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
