@@ -14,6 +14,6 @@ mod encoder;
 mod map;
 
 pub use digest::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
-#[cfg(feature = "moka")]
+#[cfg(any(feature = "moka", feature = "redis"))]
 pub(crate) use map::KeyHashBuilder;
 pub(crate) use map::ShardedMap;
