@@ -42,10 +42,10 @@
 
 mod backoff;
 mod call;
-mod context;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
+mod context;
 mod error;
 mod event;
 #[cfg(feature = "http")]

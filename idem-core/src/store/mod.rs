@@ -7,7 +7,6 @@
 //! token still holds the claim, so a holder that was taken over cannot touch its
 //! successor's record (fencing).
 
-
 #[cfg(feature = "moka")]
 pub(crate) mod moka;
 #[cfg(feature = "postgres")]
