@@ -311,7 +311,7 @@ impl PostgresStoreBuilder {
 
     /// Whether `build` creates the table, its index and the transaction-mode function when
     /// absent (default `true`). Turn it off when the application's migrations create them
-    /// (the README prints the DDL) and its role may not run DDL.
+    /// ([`PostgresStore::ddl`] prints the DDL) and its role may not run DDL.
     ///
     /// ```
     /// let builder = idem_core::PostgresStore::builder("postgres://127.0.0.1/app").create_table(false);

@@ -4,8 +4,8 @@
 //!
 //! # Layout
 //!
-//! One row per key in the store's table (default `idem_records`; the DDL is
-//! [`schema`]'s, printed in the README): the 32-byte key, the record version, the payload
+//! One row per key in the store's table (default `idem_records`;
+//! [`PostgresStore::ddl`] prints it): the 32-byte key, the record version, the payload
 //! fingerprint, the 16-byte fencing token of the claim that wrote the row, the encoded
 //! outcome (NULL while the row is a claim) and `expires_at` (the lease deadline of a claim,
 //! the TTL deadline of a record), on the database server's clock.
