@@ -26,6 +26,8 @@ use http_body_util::BodyExt;
 
 #[path = "common/http.rs"]
 mod http_common;
+#[path = "common/machine.rs"]
+mod machine;
 use http_common::*;
 
 #[global_allocator]
@@ -110,6 +112,9 @@ fn profile(what: &str, n: u64) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--bench") {
+        machine::print_machine();
+    }
     if ab_if_asked(|server, name| Target::without_cookies(serve(server, route_named(name)))) {
         return;
     }

@@ -6,7 +6,9 @@
 //! machine, so latency is measured in a paired loop: each iteration runs the raw command
 //! and the idem call back to back (alternating which goes first), and the table gives the
 //! median per-iteration extra. Command counts come from `SLOWLOG` (client commands) and
-//! `INFO commandstats` (everything Redis ran, script internals included).
+//! `INFO commandstats` (everything Redis ran, script internals included). The private
+//! server runs with persistence off (`--save ''`, `--appendonly no`), and the bench prints
+//! the machine first.
 #![allow(missing_docs)]
 
 mod common;
@@ -413,6 +415,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    common::machine::print_machine();
     let server = Server::start();
     let url = server.url();
     URL.set(url.clone()).unwrap();
