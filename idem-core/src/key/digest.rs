@@ -150,6 +150,12 @@ impl KeyHasher {
         }
     }
 
+    /// Whether this hasher has a secret (the HTTP layer keeps keyed fingerprints keyed).
+    #[cfg(feature = "http")]
+    pub(crate) const fn is_keyed(&self) -> bool {
+        self.secret.is_some()
+    }
+
     /// The key of `value` in `namespace` (a function's name and qualifiers such as its
     /// `Self` type or type arguments).
     pub fn key<K: Serialize + ?Sized>(&self, namespace: &[&str], value: &K) -> Result<Key, Error> {
@@ -198,7 +204,7 @@ impl KeyHasher {
 }
 
 /// Runs `f` with an empty scratch buffer, reusing one per thread.
-fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+pub(crate) fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {
         static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
     }
