@@ -8,8 +8,9 @@
 //! median per-iteration extra. Command counts come from `SLOWLOG` (client commands) and
 //! `INFO commandstats` (everything Redis ran, script internals included). The private
 //! server runs with persistence off (`--save ''`, `--appendonly no`), and the bench prints
-//! the machine first. `--profile-hit N`, `--profile-raw-claim N` and `--profile-moka-hit N`
-//! run one path N times for callgrind (see `run`).
+//! the machine first. `--profile-hit N`, `--profile-raw-claim N`, `--profile-moka-hit N`,
+//! `--profile-first N` and `--profile-raw-pair N` run one path N times for callgrind (see
+//! `run`).
 #![allow(missing_docs)]
 
 mod common;
@@ -541,6 +542,47 @@ async fn run(url: String) {
         }
         return;
     }
+    // `--profile-first N` and `--profile-raw-pair N`: N first calls on new keys, and N
+    // hand-written claim + complete pairs (`SET NX PX`, `SET XX PX`).
+    if let Some(n) = profiled("--profile-first") {
+        let reqs: Vec<Request> = (0..n)
+            .map(|i| request(format!("profile-first-{i}")))
+            .collect();
+        for req in &reqs {
+            black_box(charge_redis(req).await.unwrap());
+        }
+        return;
+    }
+    if let Some(n) = profiled("--profile-raw-pair") {
+        let value: Vec<u8> = redis::cmd("GET")
+            .arg(&hit_key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..n).map(|i| format!("profile-pair:{i}")).collect();
+        for key in &keys {
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
+                .arg("NX")
+                .arg("PX")
+                .arg(30_000)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            let stored: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(value.as_slice())
+                .arg("XX")
+                .arg("PX")
+                .arg(600_000)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            black_box((claimed.unwrap(), stored.unwrap()));
+        }
+        return;
+    }
     if let Some(n) = profiled("--profile-moka-hit") {
         MOKA_STORE
             .set(SharedStore::new(idem_core::MokaStore::new()))
@@ -766,6 +808,7 @@ async fn run(url: String) {
     let (mut idem_total, mut pair_total) = (0.0, 0.0);
     for round in 0..4 {
         let idem_turn = round % 2 == 1;
+        reset_stats(&mut admin).await;
         let r = if idem_turn {
             let reqs: Vec<Arc<Vec<Request>>> = (0..TASKS)
                 .map(|t| {
@@ -836,6 +879,7 @@ async fn run(url: String) {
             format!("{:.1} k/s", r.0 / 1e3),
             fmt_ns(r.1 as f64),
             fmt_ns(r.2 as f64),
+            fmt_server_time(&server_time(&mut admin).await),
         ]);
     }
     first_rows.push(vec![
@@ -843,12 +887,19 @@ async fn run(url: String) {
         format!("{:.2}×", idem_total / pair_total),
         String::new(),
         "target ≥ 0.8×".into(),
+        String::new(),
     ]);
     print_table(
         &format!(
             "Redis: {TASKS} tasks × {CALLS} first calls, each on a new key, 2 workers, ConnectionManager"
         ),
-        &["variant", "throughput", "p50", "p99"],
+        &[
+            "variant",
+            "throughput",
+            "p50",
+            "p99",
+            "server time per command (usec_per_call, calls)",
+        ],
         &first_rows,
     );
 
