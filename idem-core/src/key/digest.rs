@@ -79,6 +79,8 @@ digest_type! {
 digest_type! {
     /// The 256-bit hash of every non-skipped argument of one call, stored beside the result
     /// so that a key reused with other arguments is refused ([`Error::PayloadMismatch`]).
+    /// (The HTTP layer's request fingerprints are 128-bit xxh3 digests and a fixed tag in
+    /// the same 32 bytes, unless a secret is installed: see the README's guarantee 3.)
     ///
     /// ```
     /// use idem_core::KeyHasher;
