@@ -13,6 +13,8 @@ mod digest;
 mod encoder;
 mod map;
 
+#[cfg(feature = "http")]
+pub(crate) use digest::with_buffer;
 pub use digest::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
 #[cfg(any(feature = "moka", feature = "redis"))]
 pub(crate) use map::KeyHashBuilder;
