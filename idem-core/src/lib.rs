@@ -72,6 +72,9 @@ mod redis;
 mod scope_count;
 mod spec;
 pub mod store;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 
 #[doc(hidden)]
 pub mod __private;
