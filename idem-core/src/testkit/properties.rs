@@ -9,8 +9,8 @@ use crate::store::{Claim, Token};
 
 /// A lease or TTL meant to lapse during a check, and how long the check waits for it:
 /// long enough that a slow round trip does not lapse it early.
-const SHORT: Duration = Duration::from_millis(300);
-const LAPSE: Duration = Duration::from_millis(700);
+const SHORT: Duration = Duration::from_millis(500);
+const LAPSE: Duration = Duration::from_millis(1_000);
 
 /// How many keys `claim_is_atomic` races on, and how many claimants per key.
 const ATOMIC_ROUNDS: u64 = 8;

@@ -88,9 +88,11 @@ impl fmt::Display for Property {
 /// use idem_core::MokaStore;
 /// use idem_core::testkit::Suite;
 ///
-/// // A conforming store has no failure; a broken one's `Err` says what broke:
+/// // A conforming store has no failure; a broken one's `Err` says what broke, e.g.
+/// // "store conformance: property `fencing` failed: the taken-over holder: renew with a
+/// // token that no longer holds the key acted".
 /// if let Err(failure) = Suite::new().run(|| async { MokaStore::new() }).await {
-///     panic!("{failure}"); // store conformance: property `fencing` failed: ...
+///     panic!("{} broke: {}", failure.property(), failure.detail());
 /// }
 /// # }
 /// ```
@@ -145,6 +147,8 @@ impl std::error::Error for Failure {}
 ///     .unwrap();
 /// assert_eq!(report.checked().collect::<Vec<_>>(), [Property::InProgress]);
 /// assert_eq!(report.seed(), 42);
+/// assert!(report.elapsed(Property::InProgress).is_some());
+/// assert!(report.elapsed(Property::Fencing).is_none());
 /// # }
 /// ```
 #[derive(Clone, Debug)]
