@@ -47,6 +47,7 @@
 mod model;
 mod properties;
 mod report;
+mod steps;
 mod stress;
 mod suite;
 
