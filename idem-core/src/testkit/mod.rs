@@ -1,9 +1,10 @@
 //! A conformance suite for [`Store`] implementations (feature `testkit`).
 //!
 //! Write your own [`Store`], then run [`check_store`] against it in a test: it checks the
-//! record protocol every backend speaks (the "Record protocol" of the design, and the
-//! [`store`](crate::store) module docs) with real calls on the store, no mocks. idem runs
-//! the same suite on `MokaStore`, `RedisStore` and `PostgresStore`.
+//! record protocol every backend speaks (see the [`store`](crate::store) module docs) with
+//! real calls on the store, no mocks. idem runs the same suite on `MokaStore`, `RedisStore`
+//! and `PostgresStore` in its own tests. The examples below use `MokaStore` (feature
+//! `moka`, on by default); the suite itself needs only tokio's runtime.
 //!
 //! The properties, in the order they are checked (see [`Property`]):
 //!
@@ -25,6 +26,9 @@
 //! variable `IDEM_TESTKIT_SEED`) runs the same schedules again. The timed properties use
 //! leases and TTLs of a few hundred milliseconds, so a store must honour durations at
 //! millisecond resolution; the whole suite takes a few seconds on a local server.
+//!
+//! Run it inside a tokio runtime (`#[tokio::test]`): a current-thread runtime interleaves
+//! the racing claims at every await, a multi-thread one also in parallel.
 //!
 //! Each property uses keys of its own, fresh for every run (a random run id in the key's
 //! namespace), so a store shared with other tests or earlier runs can be checked in place.
