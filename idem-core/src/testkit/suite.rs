@@ -156,7 +156,16 @@ impl Suite {
                 }
                 Property::ConcurrentStress => stress::rounds(&ctx, seed, self.stress_rounds).await,
             };
-            result.map_err(|detail| Failure::new(property, detail))?;
+            result.map_err(|detail| match property {
+                Property::RandomSchedules | Property::ConcurrentStress => Failure::new(
+                    property,
+                    format!(
+                        "{detail}\n  (the same schedules again: `Suite::new().seed({seed})`, \
+                         or IDEM_TESTKIT_SEED={seed})"
+                    ),
+                ),
+                _ => Failure::new(property, detail),
+            })?;
             checked.push((property, started.elapsed()));
         }
         Ok(Report { checked, seed })
