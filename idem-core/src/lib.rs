@@ -63,6 +63,9 @@ mod outcome;
 mod redact;
 mod spec;
 pub mod store;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 
 // The call machinery, the per-task context and the stores each live in one folder; these
 // keep their crate paths short (`crate::global`, `crate::redis`, ...).
