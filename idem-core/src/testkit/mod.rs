@@ -48,6 +48,7 @@
 //!
 //! [`Store`]: crate::store::Store
 
+mod context;
 mod model;
 mod properties;
 mod report;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::suite::{Ctx, FINGERPRINT, LONG, key, record, store_error};
+use super::context::{Ctx, FINGERPRINT, LONG, key, record, store_error};
 use crate::key::Key;
 use crate::store::{Claim, Store, Token};
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use super::context::{Ctx, FINGERPRINT, LONG, OTHER_FINGERPRINT, record, store_error};
 use super::steps::{busy, complete, ensure, fenced, replays, take};
-use super::suite::{Ctx, FINGERPRINT, LONG, OTHER_FINGERPRINT, record, store_error};
 use crate::store::Claim;
 
 /// A lease or TTL meant to lapse during a check, and how long the check waits for it:

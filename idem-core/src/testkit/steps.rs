@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::suite::{Ctx, FINGERPRINT, LONG, record, store_error};
+use super::context::{Ctx, FINGERPRINT, LONG, record, store_error};
 use crate::key::{Fingerprint, Key};
 use crate::store::{Claim, Token};
 

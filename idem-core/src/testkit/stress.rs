@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::suite::{Ctx, FINGERPRINT, LONG, key, record, store_error};
+use super::context::{Ctx, FINGERPRINT, LONG, key, record, store_error};
 use crate::store::Claim;
 
 const HOLDERS: u64 = 8;
