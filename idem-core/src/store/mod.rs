@@ -10,9 +10,11 @@
 #[cfg(feature = "moka")]
 pub(crate) mod moka;
 #[cfg(feature = "postgres")]
-pub(crate) mod postgres;
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "redis")]
-pub(crate) mod redis;
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
 use std::fmt;
 use std::future::Future;

@@ -44,7 +44,7 @@ impl IdempotencyLayer {
     }
 
     /// Checks every protected request's key and scope as usual (400 for a bad one) and
-    /// hands them to the handler as an [`IdempotencyKey`](super::IdempotencyKey), but stores
+    /// hands them to the handler as an [`IdempotencyKey`](crate::http::IdempotencyKey), but stores
     /// nothing: for routes whose handler records idempotency itself, in the same database
     /// transaction as its writes (`#[idempotent(transaction = "tx")]`).
     ///

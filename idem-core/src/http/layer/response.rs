@@ -59,7 +59,7 @@ impl IdempotencyLayer {
     /// How long after the response head its body may take to complete and still be stored
     /// whole (default 100 ms). A body still running then (NDJSON, a ticker, a long
     /// download) is passed on live from its first byte, and its key is recorded at once as
-    /// completed but not replayable; the [`Drain`] never waits on a response body.
+    /// completed but not replayable; the [`Drain`](crate::http::Drain) never waits on a response body.
     ///
     /// ```
     /// use std::time::Duration;
@@ -107,7 +107,7 @@ impl IdempotencyLayer {
 
     /// Honour `Cache-Control: no-store` on a response as "do not store it" (off by default:
     /// many frameworks send it on every response, which would turn idempotency off). The
-    /// opt-out meant for handlers is the [`NoStore`](super::NoStore) response extension.
+    /// opt-out meant for handlers is the [`NoStore`](crate::http::NoStore) response extension.
     ///
     /// ```
     /// let layer = idem_core::http::IdempotencyLayer::new().honor_cache_control_no_store();

@@ -26,7 +26,7 @@
 //!
 //! # Transaction mode
 //!
-//! See [`tx`](self::tx): the claim is a call of the table's claim function through the
+//! See `tx.rs`: the claim is a call of the table's claim function through the
 //! caller's connection, the outcome an `UPDATE` through it; both commit with the caller's
 //! transaction or not at all. The connection must be inside a transaction (`&mut *tx` of
 //! `pool.begin()`, or the `&mut sqlx::Transaction<'_, Postgres>` itself): a connection
@@ -34,7 +34,7 @@
 //! `statement_timeout` never aborts its transaction on idem's account: one claim
 //! statement waits on a lock at most half of it, and the call claims again until its
 //! `wait` is over (one deadline for the whole call), then returns
-//! [`Error::InProgress`](crate::Error::InProgress).
+//! [`Error::InProgress`].
 //!
 //! # Requirements and limits
 //!
@@ -50,7 +50,7 @@
 //!   rename that relation.
 //! - **Records** larger than [`max_record_bytes`](PostgresStoreBuilder::max_record_bytes)
 //!   (default 256 MiB) are returned to their caller but stored as a marker that is not
-//!   replayable (a retry gets [`Error::Codec`](crate::Error::Codec), never a rerun), with
+//!   replayable (a retry gets [`Error::Codec`], never a rerun), with
 //!   a warning. A `complete` whose reply times out goes on in the background, and its
 //!   retry joins it: one record is never uploaded twice at once.
 //!
@@ -72,7 +72,7 @@
 //!   sent once more on a new one; with the store's own pool, every idle connection opened
 //!   before the loss is discarded too, so a restart fails at most one call.
 //! - **Conflicts**: a serialization failure (`40001`) or deadlock (`40P01`) is an
-//!   [`Error::Store`](crate::Error::Store) whose
+//!   [`Error::Store`] whose
 //!   [`is_retryable`](crate::Error::is_retryable) is `true`: roll back and retry the
 //!   transaction at once; any other store error means the store is failing.
 
@@ -82,7 +82,7 @@ mod purge;
 mod row;
 mod schema;
 mod store;
-pub mod tx;
+pub(crate) mod tx;
 mod upload;
 
 use std::fmt;
@@ -93,12 +93,15 @@ use sqlx::PgPool;
 
 pub use builder::{PostgresSource, PostgresStoreBuilder};
 use schema::Table;
+/// The sqlx this store is built on (0.9), for the types its API names (`PgPool`,
+/// `PgConnection`): use it to get the same version.
+pub use sqlx;
 use store::Sql;
 
 use crate::backoff::Backoff;
 use crate::error::Error;
 
-/// A [`Store`](crate::Store) in PostgreSQL: every process that connects to the same
+/// A [`Store`](crate::store::Store) in PostgreSQL: every process that connects to the same
 /// database (and uses the same table) shares one idempotency record per key.
 ///
 /// A claim and a hit each take one statement (one round trip); `renew`, `complete` and
