@@ -112,7 +112,7 @@ pub(super) async fn fencing(ctx: &Ctx) -> Result<(), String> {
         new != old,
         "the takeover got the lapsed holder's token {old:?} again"
     );
-    fenced(ctx, &key, old, "stale", "the taken-over holder").await?;
+    fenced(ctx, &key, old, false, "stale", "the taken-over holder").await?;
     busy(
         ctx,
         &key,
@@ -133,13 +133,15 @@ pub(super) async fn fencing(ctx: &Ctx) -> Result<(), String> {
         ctx,
         &key,
         old,
+        false,
         "stale",
         "the taken-over holder, after completion",
     )
     .await?;
     // The completed holder's own token no longer holds either: a late release (a dropped
-    // guard) must not delete the record, a second complete must not overwrite it.
-    fenced(ctx, &key, new, "again", "the holder that completed").await?;
+    // guard) must not delete the record, a second complete must not overwrite it (it may
+    // be told its completion holds: a retry of a complete whose reply was lost).
+    fenced(ctx, &key, new, true, "again", "the holder that completed").await?;
     replays(
         ctx,
         &key,
@@ -164,7 +166,7 @@ pub(super) async fn fencing(ctx: &Ctx) -> Result<(), String> {
         second != first,
         "a claim after a release got the released token {first:?} again"
     );
-    fenced(ctx, &key, first, "stale", "the holder that released").await?;
+    fenced(ctx, &key, first, false, "stale", "the holder that released").await?;
     complete(
         ctx,
         &key,

@@ -91,6 +91,7 @@ pub(super) async fn fenced(
     ctx: &Ctx,
     key: &Key,
     token: Token,
+    own_record: bool,
     value: &str,
     step: &str,
 ) -> Result<(), String> {
@@ -107,8 +108,10 @@ pub(super) async fn fenced(
         .complete(key, token, record(value), LONG)
         .await
         .map_err(store_error(step))?;
+    // The holder whose record this is may be told its completion holds (a retry of a
+    // complete whose reply was lost); the caller then checks the record is unchanged.
     ensure!(
-        !completed,
+        !completed || own_record,
         "{step}: complete with a token that no longer holds the key acted"
     );
     let released = store.release(key, token).await.map_err(store_error(step))?;
