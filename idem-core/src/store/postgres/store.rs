@@ -354,4 +354,8 @@ impl Store for PostgresStore {
     fn kind(&self) -> &'static str {
         "postgres"
     }
+
+    fn as_postgres(&self) -> Option<&PostgresStore> {
+        Some(self)
+    }
 }

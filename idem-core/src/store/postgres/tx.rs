@@ -173,9 +173,7 @@ where
     // The records are in the installed (or given) `PostgresStore`'s table, else in the
     // default table, which only the caller's connection reaches.
     let reached = |store: Result<Option<&SharedStore>, Error>| match store? {
-        Some(store) if (store.store() as &dyn std::any::Any).is::<PostgresStore>() => {
-            Ok(store.clone())
-        }
+        Some(store) if store.store().as_postgres().is_some() => Ok(store.clone()),
         _ => Err(Error::store(
             "the function keeps its records in the default table of the caller's transactions, which no store reaches: delete its row by key",
         )),
@@ -189,9 +187,7 @@ where
             return Begin::Done(done::<R, M1, M2>(Err(idem_error(err))));
         }
     };
-    let statements = match store
-        .and_then(|s| (s.store() as &dyn std::any::Any).downcast_ref::<PostgresStore>())
-    {
+    let statements = match store.and_then(|s| s.store().as_postgres()) {
         Some(store) => SqlRef::Store(store.clone()),
         None => SqlRef::Default,
     };
