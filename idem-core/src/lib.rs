@@ -59,8 +59,6 @@ mod namespace;
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
 mod outcome;
-#[cfg(any(feature = "redis", feature = "postgres"))]
-mod redact;
 mod spec;
 pub mod store;
 #[cfg(feature = "testkit")]

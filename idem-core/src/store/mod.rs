@@ -7,6 +7,8 @@
 //! token still holds the claim, so a holder that was taken over cannot touch its
 //! successor's record (fencing).
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) mod backend;
 #[cfg(feature = "moka")]
 pub(crate) mod moka;
 #[cfg(feature = "postgres")]

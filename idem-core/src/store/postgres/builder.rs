@@ -15,7 +15,7 @@ use super::store::Sql;
 use super::{Inner, PostgresStore, purge};
 use crate::backoff::{Backoff, DEFAULT_POLL};
 use crate::error::Error;
-use crate::redact::redact_url;
+use crate::store::backend::redact_url;
 
 /// The environment variable [`PostgresStore::from_env`] reads.
 pub(crate) const DATABASE_URL_ENV: &str = "IDEM_DATABASE_URL";
@@ -340,7 +340,8 @@ impl PostgresStoreBuilder {
             SourceKind::Url(url) => {
                 let target = redact_url(&url);
                 let options = PgConnectOptions::from_str(&url).map_err(|err| {
-                    Error::store(super::PostgresOperationError {
+                    Error::store(crate::store::backend::OperationError {
+                        backend: "postgres",
                         operation: "connect",
                         target: target.clone(),
                         hint: " (invalid URL)",

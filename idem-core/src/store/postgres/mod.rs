@@ -215,29 +215,14 @@ impl Inner {
     /// A failed statement as an [`Error::Store`] naming the operation and the target, with
     /// the client's error as the source.
     fn failed(&self, what: &'static str, err: sqlx::Error) -> Error {
-        Error::store(PostgresOperationError {
+        Error::store(crate::store::backend::OperationError {
+            backend: "postgres",
             operation: what,
             target: self.target.clone(),
             hint: "",
             source: err,
         })
     }
-}
-
-/// A PostgreSQL operation that failed: what idem was doing, and where (the server without
-/// credentials, or the caller's transaction). The client's [`sqlx::Error`] is the source,
-/// so a caller can walk `source()` to it and `downcast_ref::<sqlx::Error>()`.
-#[derive(Debug, thiserror::Error)]
-#[error("postgres {operation} on {target} failed{hint}")]
-pub(crate) struct PostgresOperationError {
-    /// The store operation: `claim`, `complete`, `create table`, `connect`, ..
-    pub(crate) operation: &'static str,
-    /// The server without credentials, or the caller's transaction.
-    pub(crate) target: String,
-    /// A likely cause, in parentheses after the message, or empty.
-    pub(crate) hint: &'static str,
-    #[source]
-    pub(crate) source: sqlx::Error,
 }
 
 /// A row of the idem table (or the claim function's answer) whose columns are not the

@@ -135,7 +135,8 @@ fn store_error(what: &'static str, err: sqlx::Error) -> Error {
         }
         _ => "",
     };
-    Error::store(super::PostgresOperationError {
+    Error::store(crate::store::backend::OperationError {
+        backend: "postgres",
         operation: what,
         target: "the caller's transaction".to_owned(),
         hint,
