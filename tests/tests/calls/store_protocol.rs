@@ -8,7 +8,6 @@
 //!
 //! A failing schedule prints its seed; `IDEM_TESTKIT_SEED=<seed>` runs those schedules again.
 
-#[path = "store_protocol/broken_stores.rs"]
 mod broken_stores;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
