@@ -824,3 +824,38 @@ async fn a_missing_url_is_a_store_error() {
     assert!(matches!(err, Error::Store(_)));
     assert!(chain(&err).contains("IDEM_REDIS_URL"), "{}", chain(&err));
 }
+
+static LARGE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[idempotent(name = "tests.redis.large.v1", skip(store), store = store)]
+async fn large_report(id: u64, bytes: usize, store: &SharedStore) -> Result<String, Error> {
+    LARGE_RUNS.fetch_add(1, SeqCst);
+    Ok(format!("{id}:{}", "x".repeat(bytes)))
+}
+
+/// An outcome over `max_record_bytes` is returned to its caller and stored as a marker a
+/// retry reads as a codec error — never a second run, never a 200 MB upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_over_max_record_bytes_is_returned_and_a_retry_gets_a_codec_error() {
+    let server = spawned_or_skip!();
+    let store = RedisStore::builder(server.url())
+        .max_record_bytes(1024)
+        .build()
+        .await
+        .unwrap();
+    let store = SharedStore::new(store);
+    let first = large_report(1, 4096, &store).await.unwrap();
+    assert_eq!(first.len(), 4098, "the caller gets its result");
+    let retry = large_report(1, 4096, &store).await.unwrap_err();
+    let message = chain(&retry);
+    assert!(matches!(retry, Error::Codec(_)), "{message}");
+    assert!(message.contains("max_record_bytes"), "{message}");
+    assert_eq!(LARGE_RUNS.load(SeqCst), 1, "never a second run");
+    let small = large_report(2, 10, &store).await.unwrap();
+    assert_eq!(large_report(2, 10, &store).await.unwrap(), small);
+    assert_eq!(LARGE_RUNS.load(SeqCst), 2);
+    let largest = server
+        .command(&["EVAL", "local m = 0 for _, k in ipairs(redis.call('KEYS', '*')) do m = math.max(m, redis.call('STRLEN', k)) end return m", "0"])
+        .unwrap();
+    assert!(largest.trim().parse::<u64>().unwrap() < 1024, "stored {largest} bytes");
+}

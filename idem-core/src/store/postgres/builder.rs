@@ -15,7 +15,7 @@ use super::store::Sql;
 use super::{Inner, PostgresStore, purge};
 use crate::backoff::{Backoff, DEFAULT_POLL};
 use crate::error::Error;
-use crate::store::backend::redact_url;
+use crate::store::backend::{DEFAULT_MAX_RECORD_BYTES, redact_url};
 
 /// The environment variable [`PostgresStore::from_env`] reads.
 pub(crate) const DATABASE_URL_ENV: &str = "IDEM_DATABASE_URL";
@@ -30,9 +30,6 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_MAX_CONNECTIONS: u32 = 20;
 /// The default bound on a statement's wait for a connection of a busy pool.
 const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(10);
-/// The default largest record value: `MokaStore`'s default `max_bytes` (a record larger
-/// than that is not kept there either).
-pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 256 << 20;
 /// The default pause between two background purges.
 const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// The default number of rows one purge statement deletes.

@@ -15,7 +15,7 @@ use super::wire::SCRIPTS;
 use super::{Inner, RedisStore};
 use crate::backoff::{Backoff, DEFAULT_POLL};
 use crate::error::Error;
-use crate::store::backend::redact_url;
+use crate::store::backend::{DEFAULT_MAX_RECORD_BYTES, redact_url};
 
 /// The default key prefix: records live at `idem:{key hex}`.
 const DEFAULT_PREFIX: &str = "idem";
@@ -74,6 +74,7 @@ pub struct RedisStoreBuilder {
     poll: Backoff,
     replicas: Option<Replicas>,
     near: Option<(u64, Duration)>,
+    max_record_bytes: usize,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -87,6 +88,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("poll", &self.poll)
             .field("replicas", &self.replicas)
             .field("near_cache", &self.near)
+            .field("max_record_bytes", &self.max_record_bytes)
             .finish()
     }
 }
@@ -102,7 +104,24 @@ impl RedisStoreBuilder {
             poll: DEFAULT_POLL,
             replicas: None,
             near: None,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
+    }
+
+    /// The largest record value the store writes, in bytes (default 256 MiB, as
+    /// `MokaStore`'s default `max_bytes`; Redis itself refuses strings over 512 MB). A
+    /// larger outcome is still returned to its caller, but stored as a marker that is not
+    /// replayable: a retry gets [`Error::Codec`] saying so (never a second run of the
+    /// body), and a warning is logged.
+    ///
+    /// ```
+    /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
+    ///     .max_record_bytes(16 << 20);
+    /// # drop(builder);
+    /// ```
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
     }
 
     /// The prefix of every key this store writes (default `idem`): records live at
@@ -362,6 +381,7 @@ impl RedisStoreBuilder {
                 poll: self.poll,
                 replicas,
                 near,
+                max_record_bytes: self.max_record_bytes,
             }),
         })
     }

@@ -169,6 +169,8 @@ struct Inner {
     replicas: Option<replicas::Waiter>,
     /// Completed records recently seen, and their tracking, if the near-cache is on.
     near: Option<Arc<tracking::Tracked>>,
+    /// A larger record value is stored as a marker that is not replayable.
+    max_record_bytes: usize,
 }
 
 impl RedisStore {

@@ -235,6 +235,14 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
+            let record = match record.value().len() {
+                bytes if bytes > self.inner.max_record_bytes => {
+                    crate::event::record_too_large(key, bytes, self.inner.max_record_bytes);
+                    let marker = crate::codec::too_large_marker(bytes);
+                    Arc::new(Record::new(*record.fingerprint(), marker))
+                }
+                _ => record,
+            };
             let ticket = self.inner.near.as_ref().map(|near| near.cache.ticket(key));
             let redis_key = self.redis_key(key);
             let mut invocation = SCRIPTS.complete.key(&redis_key);
