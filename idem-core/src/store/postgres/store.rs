@@ -12,6 +12,7 @@ use super::{Inner, PostgresStore};
 use crate::backoff::Backoff;
 use crate::error::{Error, SharedError};
 use crate::key::{Fingerprint, Key};
+use crate::store::backend::within_record_limit;
 use crate::store::{BoxFuture, Claim, Record, Store, Token};
 
 /// An upload's own bound, in operation bounds: a large record may take longer than one
@@ -262,14 +263,7 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let record = match record.value().len() {
-                bytes if bytes > inner.max_record_bytes => {
-                    crate::event::record_too_large(key, bytes, inner.max_record_bytes);
-                    let marker = crate::codec::too_large_marker(bytes);
-                    Arc::new(Record::new(*record.fingerprint(), marker))
-                }
-                _ => record,
-            };
+            let record = within_record_limit(key, record, inner.max_record_bytes);
             let (owner, owned_key) = (Arc::clone(&self.inner), *key);
             let upload = move || async move {
                 let (inner, key, token) = (owner, owned_key, row::token_bytes(token));

@@ -15,6 +15,7 @@ use super::wire::{
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
+use crate::store::backend::within_record_limit;
 use crate::store::{BoxFuture, Claim, Record, Store, Token};
 
 /// The delays between attempts to release a claim whose reply timed out.
@@ -235,14 +236,7 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
-            let record = match record.value().len() {
-                bytes if bytes > self.inner.max_record_bytes => {
-                    crate::event::record_too_large(key, bytes, self.inner.max_record_bytes);
-                    let marker = crate::codec::too_large_marker(bytes);
-                    Arc::new(Record::new(*record.fingerprint(), marker))
-                }
-                _ => record,
-            };
+            let record = within_record_limit(key, record, self.inner.max_record_bytes);
             let ticket = self.inner.near.as_ref().map(|near| near.cache.ticket(key));
             let redis_key = self.redis_key(key);
             let mut invocation = SCRIPTS.complete.key(&redis_key);
