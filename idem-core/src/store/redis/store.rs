@@ -142,7 +142,7 @@ impl Store for RedisStore {
             let token = new_token();
             // The hit path: every argument is written on the stack.
             let (mut key_buf, mut value_buf, mut px_buf) =
-                ([0; 160], [0; CLAIM_PREFIX_LEN], [0; 20]);
+                ([0; 160], [0; CLAIM_PREFIX_LEN], itoa::Buffer::new());
             let mut set = redis::cmd("SET");
             match redis_key_into(&self.inner.prefix, key, &mut key_buf) {
                 Some(redis_key) => set.arg(redis_key),

@@ -76,27 +76,12 @@ pub(super) fn claim_prefix(token: Token) -> Vec<u8> {
 
 /// [`claim_prefix`] written into `out` (no allocation, for the hit path).
 pub(super) fn claim_prefix_into(token: Token, out: &mut [u8; CLAIM_PREFIX_LEN]) -> &[u8] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out[0] = CLAIM_TAG;
     out[1] = RECORD_VERSION;
-    for (pair, b) in out[2..].chunks_exact_mut(2).zip(token.get().to_be_bytes()) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
+    // 32 digits for 16 bytes: the lengths always match.
+    let encoded = hex::encode_to_slice(token.get().to_be_bytes(), &mut out[2..]);
+    debug_assert!(encoded.is_ok());
     out
-}
-
-/// `n` in decimal, written at the end of `out`.
-fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
-    let mut at = out.len();
-    loop {
-        at -= 1;
-        out[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &out[at..];
-        }
-    }
 }
 
 /// Whether `bytes` is a claim value this version writes or understands: tag, version, 32
@@ -117,14 +102,14 @@ pub(super) fn is_claim(bytes: &[u8]) -> bool {
 
 /// A duration as a Redis expiry argument in ms.
 pub(super) fn millis_arg(duration: Duration) -> Vec<u8> {
-    millis_into(duration, &mut [0; 20]).to_vec()
+    millis_into(duration, &mut itoa::Buffer::new()).to_vec()
 }
 
 /// [`millis_arg`] written into `out` (no allocation, for the hit path).
-pub(super) fn millis_into(duration: Duration, out: &mut [u8; 20]) -> &[u8] {
+pub(super) fn millis_into(duration: Duration, out: &mut itoa::Buffer) -> &[u8] {
     // At least 1 ms: Redis refuses a zero expiry.
     let ms = duration.as_millis().clamp(1, i64::MAX as u128 / 4);
-    decimal(u64::try_from(ms).unwrap_or(u64::MAX), out)
+    out.format(u64::try_from(ms).unwrap_or(u64::MAX)).as_bytes()
 }
 
 /// The Redis key `{prefix}:{key hex}` written into `out`, when it fits (no allocation, for
@@ -134,20 +119,15 @@ pub(super) fn redis_key_into<'a>(
     key: &Key,
     out: &'a mut [u8; 160],
 ) -> Option<&'a [u8]> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let len = prefix.len() + 1 + 64;
     if len > out.len() {
         return None;
     }
     out[..prefix.len()].copy_from_slice(prefix.as_bytes());
     out[prefix.len()] = b':';
-    for (pair, b) in out[prefix.len() + 1..len]
-        .chunks_exact_mut(2)
-        .zip(key.as_bytes())
-    {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
+    // 64 digits for 32 bytes: the lengths always match.
+    let encoded = hex::encode_to_slice(key.as_bytes(), &mut out[prefix.len() + 1..len]);
+    debug_assert!(encoded.is_ok());
     Some(&out[..len])
 }
 
@@ -275,12 +255,11 @@ mod tests {
         for ms in [0u64, 1, 9, 10, 999, 30_000, u64::MAX / 8] {
             let d = Duration::from_millis(ms);
             let expected = ms.clamp(1, i64::MAX as u64 / 4).to_string();
-            assert_eq!(millis_into(d, &mut [0; 20]), expected.as_bytes());
+            assert_eq!(
+                millis_into(d, &mut itoa::Buffer::new()),
+                expected.as_bytes()
+            );
         }
-        assert_eq!(
-            decimal(u64::MAX, &mut [0; 20]),
-            u64::MAX.to_string().as_bytes()
-        );
         let key = Key::from_bytes(std::array::from_fn(|i| (i * 7) as u8));
         assert_eq!(
             redis_key_into("idem", &key, &mut [0; 160]).unwrap(),
