@@ -1,5 +1,5 @@
 //! The HTTP layer beside the bare route, in the same run.
-//! `cargo bench -p idem-core --features http --bench http`.
+//! `cargo bench -p idem-benches --bench http`.
 //!
 //! Criterion group `http_in_process`: one `POST /charges` with a 1 KiB JSON body through
 //! `tower::ServiceExt::oneshot` on an axum 0.8 router, response body read whole — the bare

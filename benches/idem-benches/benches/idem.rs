@@ -1,5 +1,5 @@
 //! In-memory benchmarks: idem on `MokaStore` beside the hand-built floor, a plain call and
-//! the `cached` crate. `cargo bench -p idem-core --bench idem`.
+//! the `cached` crate. `cargo bench -p idem-benches --bench idem`.
 //!
 //! Criterion groups: `key_derivation`, `in_memory_hit`, `in_memory_first_call`. Then custom
 //! measured sections (tables on stdout): `concurrency` (64 tasks on distinct keys, 1,000

@@ -1,5 +1,5 @@
 //! PostgreSQL benchmarks: `PostgresStore` beside raw statements on the same server, in
-//! the same run (`cargo bench -p idem-core --features bench-postgres --bench postgres`).
+//! the same run (`cargo bench -p idem-benches --bench postgres`).
 //!
 //! Latency on a shared 2-vCPU machine swings from batch to batch, so each row is a paired
 //! loop: every iteration runs the baseline and the measured operation back to back (in

@@ -1,6 +1,6 @@
 //! Redis benchmarks: idem on `RedisStore` beside raw commands on the same connection type
 //! and `cached`'s `AsyncRedisCache`. Spawns its own `redis-server` on a free loopback port.
-//! `cargo bench -p idem-core --features bench-redis --bench redis`.
+//! `cargo bench -p idem-benches --bench redis`.
 //!
 //! A loopback round trip flips between ~27 µs and ~110 µs from batch to batch on this
 //! machine, so latency is measured in a paired loop: each iteration runs the raw command

@@ -1,0 +1,1 @@
+//! idem's benchmarks live in `benches/`; this library is empty.
