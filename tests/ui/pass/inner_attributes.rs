@@ -22,6 +22,6 @@ async fn charge(id: u64) -> Result<u64, MyError> {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     assert_eq!(charge(3).await.unwrap(), 3);
 }
