@@ -93,7 +93,8 @@ impl Parse for Args {
     }
 }
 
-const OPTIONS: [&str; 13] = [
+/// Every option; `options.md` has a row for each (checked by a test).
+pub(crate) const OPTIONS: [&str; 13] = [
     "key",
     "fingerprint",
     "ttl",
