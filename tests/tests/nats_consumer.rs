@@ -1,4 +1,5 @@
-//! `idem_core::nats` against the real NATS JetStream at 127.0.0.1:4222: each test makes its
+//! `idem_core::nats` against the real NATS JetStream at `NATS_URL` (default 127.0.0.1:4222;
+//! unreachable: skipped, or failed with `CI=true`): each test makes its
 //! own stream, subject and consumer (a unique name) and deletes the stream at the end.
 
 use std::collections::HashMap;
@@ -14,8 +15,6 @@ use idem_core::nats::{Delivery, HandlerError, Outcome, Processor, async_nats};
 use idem_core::{MokaStore, SharedStore, idempotent};
 use serde::{Deserialize, Serialize};
 use tests::redis_server::unique;
-
-const NATS_URL: &str = "127.0.0.1:4222";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OrderPlaced {
@@ -141,9 +140,10 @@ impl Fixture {
     }
 
     async fn with_duplicate_window(test: &str, ack_wait: Duration, window: Duration) -> Fixture {
-        let client = async_nats::connect(NATS_URL)
+        let url = tests::nats::nats_url();
+        let client = async_nats::connect(url.as_str())
             .await
-            .unwrap_or_else(|err| panic!("NATS JetStream must run at {NATS_URL}: {err}"));
+            .unwrap_or_else(|err| panic!("NATS JetStream must run at {url}: {err}"));
         let js = jetstream::new(client);
         let name = unique(test).replace('-', "_");
         let stream = js
@@ -262,6 +262,9 @@ fn acked(outcomes: &[(u64, i64, Outcome)]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_events_with_fifty_duplicates_make_150_orders_all_acked() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let mut fx = Fixture::new("nats-dupes", Duration::from_secs(5)).await;
     let orders = Orders::new(Duration::from_millis(5), 0);
     // 150 orders, and 50 of them published again under a new Nats-Msg-Id (a producer that
@@ -312,6 +315,9 @@ async fn two_hundred_events_with_fifty_duplicates_make_150_orders_all_acked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_running_three_ack_waits_is_handled_once_without_redelivery() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let ack_wait = Duration::from_secs(1);
     let mut fx = Fixture::new("nats-long", ack_wait).await;
     let orders = Orders::new(ack_wait * 3, 0);
@@ -336,6 +342,9 @@ async fn a_handler_running_three_ack_waits_is_handled_once_without_redelivery() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_during_a_running_handler_is_naked_not_handled_twice() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let ack_wait = Duration::from_secs(1);
     let mut fx = Fixture::new("nats-redeliver", ack_wait).await;
     let orders = Orders::new(Duration::from_millis(2500), 0);
@@ -369,6 +378,9 @@ async fn a_redelivery_during_a_running_handler_is_naked_not_handled_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_and_a_reused_order_id_are_terminated_after_one_try() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let ack_wait = Duration::from_secs(1);
     let mut fx = Fixture::new("nats-poison", ack_wait).await;
     let orders = Orders::new(Duration::ZERO, 0);
@@ -418,6 +430,9 @@ async fn a_poison_message_and_a_reused_order_id_are_terminated_after_one_try() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_handler_is_retried_with_backoff_then_succeeds() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let mut fx = Fixture::new("nats-retry", Duration::from_secs(5)).await;
     let orders = Orders::new(Duration::ZERO, 2);
     fx.publish_order("evt-flaky", &order(1)).await;
@@ -469,6 +484,9 @@ async fn a_failing_handler_is_retried_with_backoff_then_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_by_nats_msg_id_a_republished_message_is_replayed_and_one_without_it_terminated() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     // A short duplicate window: the publisher's retry after it is stored again by the
     // broker, and only the handler's key catches it.
     let window = Duration::from_millis(200);
@@ -519,6 +537,9 @@ async fn keyed_by_nats_msg_id_a_republished_message_is_replayed_and_one_without_
 // One thread, so the subscriber set for this thread sees every event of the test.
 #[tokio::test(flavor = "current_thread")]
 async fn each_message_emits_an_event_with_stream_consumer_sequence_delivery_and_outcome() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let captured = tests::CapturedLog::default();
     let writer = captured.clone();
     let _subscriber = tracing::subscriber::set_default(
@@ -579,8 +600,16 @@ async fn each_message_emits_an_event_with_stream_consumer_sequence_delivery_and_
 /// the commit, and after the commit before the ack — then one left to finish.
 #[test]
 fn the_crash_drill_writes_each_order_exactly_once_and_leaves_nothing_unacked() {
+    let (Some(nats), Some(database)) = (
+        tests::nats::shared_nats(),
+        tests::postgres::shared_postgres(),
+    ) else {
+        return;
+    };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_orders_consumer"))
         .args(["--crash-drill", "--kills", "6"])
+        .env("NATS_URL", nats)
+        .env("IDEM_DATABASE_URL", database)
         .output()
         .expect("run the crash drill");
     let stdout = String::from_utf8_lossy(&out.stdout);
