@@ -57,6 +57,20 @@ pub enum Error {
     /// A `detach`ed body's task was cancelled before it finished (the runtime shut down).
     #[error("the detached task running the idempotent body was cancelled")]
     Cancelled,
+
+    /// The store is at its bound and refused a *new* claim; the body did not run. A bounded
+    /// store never drops a completed record before its TTL to make room, so a flood of new
+    /// keys cannot push out the records retries depend on: the flood's excess fails
+    /// instead. Retry later, or raise the bound (HTTP 503 with `Retry-After`).
+    ///
+    /// ```
+    /// assert_eq!(
+    ///     idem_core::Error::StoreFull.to_string(),
+    ///     "idempotency store full: no new key accepted until records expire",
+    /// );
+    /// ```
+    #[error("idempotency store full: no new key accepted until records expire")]
+    StoreFull,
 }
 
 impl Error {
@@ -108,6 +122,7 @@ impl SharedError {
             Error::Store(_) => Error::Store(Box::new(self.clone())),
             Error::Codec(_) => Error::Codec(Box::new(self.clone())),
             Error::Cancelled => Error::Cancelled,
+            Error::StoreFull => Error::StoreFull,
         }
     }
 

@@ -38,6 +38,8 @@ pub enum Outcome {
     StoreError,
     /// A record could not be decoded, or a result could not be stored as JSON.
     CodecError,
+    /// The store was at its bound and refused a new claim (the body did not run).
+    StoreFull,
 }
 
 impl Outcome {
@@ -58,6 +60,7 @@ impl Outcome {
             Outcome::Released => "released",
             Outcome::StoreError => "store_error",
             Outcome::CodecError => "codec_error",
+            Outcome::StoreFull => "store_full",
         }
     }
 }
@@ -83,6 +86,9 @@ pub(crate) fn emit(spec: &Spec, key: &Key, outcome: Outcome) {
 }
 
 pub(crate) fn store_error(spec: &Spec, key: &Key, operation: &'static str, error: &Error) {
+    if matches!(error, Error::StoreFull) {
+        return store_full(spec, key);
+    }
     crate::observe::record(key, Outcome::StoreError);
     #[cfg(feature = "metrics")]
     crate::metrics::outcome(spec, Outcome::StoreError);
@@ -93,6 +99,21 @@ pub(crate) fn store_error(spec: &Spec, key: &Key, operation: &'static str, error
         key = %key,
         operation,
         error = %Chain(error),
+    );
+}
+
+/// A new claim refused at the store's bound: a warning (the store needs a larger bound or
+/// a flood is under way), never an eviction of a live record.
+fn store_full(spec: &Spec, key: &Key) {
+    crate::observe::record(key, Outcome::StoreFull);
+    #[cfg(feature = "metrics")]
+    crate::metrics::outcome(spec, Outcome::StoreFull);
+    tracing::warn!(
+        target: "idem",
+        outcome = "store_full",
+        function = spec.name,
+        key = %key,
+        "idem: store at its bound, new claim refused",
     );
 }
 
@@ -114,10 +135,19 @@ pub(crate) fn codec_error(spec: &Spec, key: &Key, error: &Error) {
 // also selects), so one directive selects every line idem logs. Errors are logged with
 // their chain.
 
-/// A full `MokaStore` evicted a completed record before its TTL.
-#[cfg(feature = "moka")]
-pub(crate) fn moka_evicted(key: &Key) {
-    tracing::warn!(target: "idem", key = %key, "idem: moka store full, evicted a completed record");
+/// An HTTP handler panicked; its claim was released and the client got a 500.
+#[cfg(feature = "http")]
+pub(crate) fn handler_panicked(spec: &Spec, key: &Key) {
+    crate::observe::record(key, Outcome::Released);
+    #[cfg(feature = "metrics")]
+    crate::metrics::outcome(spec, Outcome::Released);
+    tracing::error!(
+        target: "idem",
+        outcome = "panicked",
+        function = spec.name,
+        key = %key,
+        "idem: the handler panicked; its key was released",
+    );
 }
 
 /// A claim could not be released after the body's `Err` (not cached).

@@ -1,23 +1,24 @@
 //! [`MokaStore`]: the in-process store, and the default when nothing else is installed.
 //!
-//! Completed records live in a bounded `moka` cache with a per-entry TTL; under memory
-//! pressure moka may evict completed records (each eviction is logged). Claims live in a
-//! separate map that is never evicted, so a running call is never forgotten. Waiters
-//! subscribe to the claim and are woken the moment it is completed or released: no polling.
+//! Completed records live in a `moka` cache with a per-entry TTL; claims live in a separate
+//! map. Neither is ever evicted to make room: a retry must find the record its first call
+//! stored, whatever other keys arrived since. The bounds (records and bytes) are enforced
+//! where no record is lost — at a *new* claim, which fails closed with
+//! [`Error::StoreFull`] while the store is full. Waiters subscribe to the claim and are
+//! woken the moment it is completed or released: no polling.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
-use moka::notification::RemovalCause;
 use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::key::{Fingerprint, Key, KeyHashBuilder, ShardedMap};
 use crate::store::{BoxFuture, ChangeNotice, Claim, Record, Store, Token, after};
 
-/// The default bound on completed records.
+/// The default bound on records (completed and running claims together).
 pub const DEFAULT_MAX_CAPACITY: u64 = 100_000;
 
 /// The default bound on the bytes of completed records: 256 MiB.
@@ -31,6 +32,18 @@ const RECORD_OVERHEAD: u64 = 128;
 ///
 /// Records are only shared by calls within this process; use a `RedisStore` to share them
 /// between processes.
+///
+/// **The bound never costs a live record.** A completed record stays until its TTL ends (or
+/// a [`forget`](crate::forget)); when the store holds [`max_capacity`] records (completed
+/// plus running claims) or [`max_bytes`] of results, a call with a *new* key gets
+/// [`Error::StoreFull`] (HTTP 503 with `Retry-After`), a `store_full` warning event and
+/// counter, and its body does not run; replays and duplicates of stored keys still answer.
+/// Size it for the records one TTL accumulates at peak: `max_capacity` ≥ new keys per
+/// second × TTL in seconds, `max_bytes` ≥ that × the mean encoded result. A tenant that
+/// floods new keys fills the bound and gets 503s; it cannot push out another's record.
+///
+/// [`max_capacity`]: MokaStoreBuilder::max_capacity
+/// [`max_bytes`]: MokaStoreBuilder::max_bytes
 ///
 /// ```
 /// use idem_core::{MokaStore, SharedStore};
@@ -47,6 +60,29 @@ pub struct MokaStore {
     completed: moka::sync::Cache<Key, Completed, KeyHashBuilder>,
     claims: ShardedMap<Key, ClaimSlot>,
     next_token: AtomicU64,
+    usage: Arc<Usage>,
+    bounds: MokaStoreBuilder,
+}
+
+/// What the store holds now, against its bounds. Signed: the cache's removal listener may
+/// run before the insert that it balances is counted.
+#[derive(Default)]
+struct Usage {
+    /// Completed records plus running claims.
+    records: AtomicI64,
+    /// Bytes of completed records (value plus overhead).
+    bytes: AtomicI64,
+}
+
+impl Usage {
+    fn full(&self, bounds: &MokaStoreBuilder) -> bool {
+        self.records.load(Ordering::Relaxed) >= bounds.max_capacity as i64
+            || self.bytes.load(Ordering::Relaxed) >= bounds.max_bytes as i64
+    }
+}
+
+fn weight(done: &Completed) -> i64 {
+    (done.record.value().len() as u64 + RECORD_OVERHEAD) as i64
 }
 
 #[derive(Clone)]
@@ -99,8 +135,9 @@ pub struct MokaStoreBuilder {
 }
 
 impl MokaStoreBuilder {
-    /// How many completed records to keep at most (default [`DEFAULT_MAX_CAPACITY`],
-    /// 100,000). Claims do not count and are never evicted.
+    /// How many records (completed, plus running claims) the store holds at most (default
+    /// [`DEFAULT_MAX_CAPACITY`], 100,000). At the bound a new key's claim fails with
+    /// [`Error::StoreFull`]; no record is ever evicted to make room.
     ///
     /// ```
     /// let store = idem_core::MokaStore::builder().max_capacity(500).build();
@@ -111,9 +148,10 @@ impl MokaStoreBuilder {
         self
     }
 
-    /// How many bytes of completed records to keep at most (default
-    /// [`DEFAULT_MAX_BYTES`], 256 MiB): each record counts its encoded result plus about
-    /// 128 bytes. Both bounds hold at once; a record larger than this is not kept.
+    /// How many bytes of completed records the store holds before it refuses new keys
+    /// (default [`DEFAULT_MAX_BYTES`], 256 MiB): each record counts its encoded result plus
+    /// about 128 bytes. Both bounds hold at once. A claim's result is not known when it is
+    /// taken, so the running claims' results may overshoot this by their own size.
     ///
     /// ```
     /// let store = idem_core::MokaStore::builder().max_bytes(16 << 20).build();
@@ -131,32 +169,23 @@ impl MokaStoreBuilder {
     /// # drop(store);
     /// ```
     pub fn build(self) -> MokaStore {
-        // One moka capacity bounds both: it counts bytes, and every record weighs at least
-        // an equal share of them, so no more than `max_capacity` records fit.
-        let share = self.max_bytes / self.max_capacity.max(1);
-        let weigh = move |_key: &Key, done: &Completed| {
-            let bytes = done.record.value().len() as u64 + RECORD_OVERHEAD;
-            u32::try_from(bytes.max(share)).unwrap_or(u32::MAX)
-        };
-        let capacity = if self.max_capacity == 0 {
-            0
-        } else {
-            self.max_bytes
-        };
+        let usage = Arc::new(Usage::default());
+        let counted = Arc::clone(&usage);
+        // No capacity: moka never evicts for size. Every removal (TTL, forget, replace)
+        // gives its record's share of the bounds back.
         let completed = moka::sync::Cache::builder()
-            .max_capacity(capacity)
-            .weigher(weigh)
             .expire_after(PerEntryTtl)
-            .eviction_listener(|key: Arc<Key>, _value, cause| {
-                if cause == RemovalCause::Size {
-                    crate::event::moka_evicted(&key);
-                }
+            .eviction_listener(move |_key: Arc<Key>, done: Completed, _cause| {
+                counted.records.fetch_sub(1, Ordering::Relaxed);
+                counted.bytes.fetch_sub(weight(&done), Ordering::Relaxed);
             })
             .build_with_hasher(KeyHashBuilder::default());
         MokaStore {
             completed,
             claims: ShardedMap::new(),
             next_token: AtomicU64::new(1),
+            usage,
+            bounds: self,
         }
     }
 }
@@ -176,7 +205,8 @@ impl std::fmt::Debug for MokaStore {
 }
 
 impl MokaStore {
-    /// A store keeping at most [`DEFAULT_MAX_CAPACITY`] completed records.
+    /// A store holding at most [`DEFAULT_MAX_CAPACITY`] records and [`DEFAULT_MAX_BYTES`]
+    /// of results.
     pub fn new() -> Self {
         Self::builder().build()
     }
@@ -189,22 +219,27 @@ impl MokaStore {
         }
     }
 
-    fn try_claim(&self, key: &Key, lease: Duration) -> Claim {
+    fn try_claim(&self, key: &Key, lease: Duration) -> Result<Claim, Error> {
         if let Some(done) = self.completed.get(key) {
-            return Claim::Completed(done.record);
+            return Ok(Claim::Completed(done.record));
         }
         let mut claims = self.claims.lock(key);
         // `complete` stores the record before it removes the claim, under this lock.
         if let Some(done) = self.completed.get(key) {
-            return Claim::Completed(done.record);
+            return Ok(Claim::Completed(done.record));
         }
         let now = Instant::now();
         let taken_over = match claims.get(key) {
             Some(slot) if slot.expires > now => {
-                return Claim::InProgress(ChangeNotice::notify(slot._changed.subscribe()));
+                return Ok(Claim::InProgress(ChangeNotice::notify(
+                    slot._changed.subscribe(),
+                )));
             }
             Some(_) => true,
-            None => false,
+            None => {
+                self.admit()?;
+                false
+            }
         };
         let token = Token::new(self.next_token.fetch_add(1, Ordering::Relaxed).into());
         let (changed, _) = watch::channel(());
@@ -216,7 +251,21 @@ impl MokaStore {
                 _changed: changed,
             },
         );
-        Claim::Claimed { token, taken_over }
+        Ok(Claim::Claimed { token, taken_over })
+    }
+
+    /// Counts a new claim in, or refuses it at the bound. Expired records may still be
+    /// counted until the cache's housekeeping removes them: that is run once before a
+    /// refusal.
+    fn admit(&self) -> Result<(), Error> {
+        if self.usage.full(&self.bounds) {
+            self.completed.run_pending_tasks();
+            if self.usage.full(&self.bounds) {
+                return Err(Error::StoreFull);
+            }
+        }
+        self.usage.records.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Removes the claim if `token` holds it; runs `before_remove` first, under the lock.
@@ -226,10 +275,18 @@ impl MokaStore {
             Some(slot) if slot.token == token => {
                 before_remove();
                 claims.remove(key);
+                self.usage.records.fetch_sub(1, Ordering::Relaxed);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Stores a completed record, counted against the bounds until it is removed.
+    fn insert_completed(&self, key: Key, done: Completed) {
+        self.usage.records.fetch_add(1, Ordering::Relaxed);
+        self.usage.bytes.fetch_add(weight(&done), Ordering::Relaxed);
+        self.completed.insert(key, done);
     }
 }
 
@@ -240,8 +297,7 @@ impl Store for MokaStore {
         _fingerprint: &'a Fingerprint,
         lease: Duration,
     ) -> BoxFuture<'a, Result<Claim, Error>> {
-        let claim = self.try_claim(key, lease);
-        Box::pin(std::future::ready(Ok(claim)))
+        Box::pin(std::future::ready(self.try_claim(key, lease)))
     }
 
     fn claim_now(
@@ -250,7 +306,7 @@ impl Store for MokaStore {
         _fingerprint: &Fingerprint,
         lease: Duration,
     ) -> Option<Result<Claim, Error>> {
-        Some(Ok(self.try_claim(key, lease)))
+        Some(self.try_claim(key, lease))
     }
 
     fn renew<'a>(
@@ -278,7 +334,7 @@ impl Store for MokaStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         let done = Completed { record, ttl };
-        let stored = self.end_claim(key, token, || self.completed.insert(*key, done));
+        let stored = self.end_claim(key, token, || self.insert_completed(*key, done));
         Box::pin(std::future::ready(Ok(stored)))
     }
 
@@ -292,6 +348,9 @@ impl Store for MokaStore {
 
     fn forget<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, Error>> {
         let claim = self.claims.lock(key).remove(key).is_some();
+        if claim {
+            self.usage.records.fetch_sub(1, Ordering::Relaxed);
+        }
         let completed = self.completed.remove(key).is_some();
         Box::pin(std::future::ready(Ok(claim || completed)))
     }
@@ -309,54 +368,78 @@ impl Store for MokaStore {
 mod tests {
     use super::*;
 
-    fn fill(store: &MokaStore, records: u32, bytes: usize) {
+    fn key(i: u32) -> Key {
+        let mut key = [0; 32];
+        key[..4].copy_from_slice(&i.to_le_bytes());
+        Key::from_bytes(key)
+    }
+
+    /// Claims and completes `records` new keys from `first`; how many were refused.
+    fn fill(store: &MokaStore, first: u32, records: u32, bytes: usize) -> u32 {
         let fingerprint = Fingerprint::from_bytes([0; 32]);
-        for i in 0..records {
-            let mut key = [0; 32];
-            key[..4].copy_from_slice(&i.to_le_bytes());
-            let key = Key::from_bytes(key);
-            let Claim::Claimed { token, .. } = store.try_claim(&key, Duration::from_secs(60))
-            else {
-                panic!("claim {i}");
-            };
-            let record = Arc::new(Record::new(fingerprint, vec![b'O'; bytes]));
-            assert!(store.end_claim(&key, token, || store.completed.insert(
-                key,
-                Completed {
-                    record,
-                    ttl: Duration::from_secs(60)
+        let mut refused = 0;
+        for i in first..first + records {
+            let key = key(i);
+            match store.try_claim(&key, Duration::from_secs(60)) {
+                Ok(Claim::Claimed { token, .. }) => {
+                    let record = Arc::new(Record::new(fingerprint, vec![b'O'; bytes]));
+                    let done = Completed {
+                        record,
+                        ttl: Duration::from_secs(60),
+                    };
+                    assert!(store.end_claim(&key, token, || store.insert_completed(key, done)));
                 }
-            )));
+                Err(Error::StoreFull) => refused += 1,
+                other => panic!("claim {i}: {other:?}"),
+            }
         }
         store.completed.run_pending_tasks();
+        refused
+    }
+
+    fn is_stored(store: &MokaStore, i: u32) -> bool {
+        matches!(
+            store.try_claim(&key(i), Duration::from_secs(60)),
+            Ok(Claim::Completed(_))
+        )
     }
 
     #[test]
-    fn large_records_are_bounded_by_bytes() {
-        let store = MokaStore::builder()
-            .max_capacity(1_000)
-            .max_bytes(1 << 20)
-            .build();
-        fill(&store, 100, 100 << 10);
-        assert!(store.completed.weighted_size() <= 1 << 20);
-        assert!(
-            store.completed.entry_count() <= 10,
-            "{} records of 100 KiB kept under a 1 MiB bound",
-            store.completed.entry_count()
-        );
-    }
-
-    #[test]
-    fn small_records_are_bounded_by_count() {
+    fn a_full_store_refuses_new_keys_and_keeps_every_record() {
         let store = MokaStore::builder()
             .max_capacity(10)
             .max_bytes(1 << 20)
             .build();
-        fill(&store, 100, 10);
+        assert_eq!(fill(&store, 0, 100, 10), 90);
         assert!(
-            store.completed.entry_count() <= 10,
-            "{} small records kept under a bound of 10",
-            store.completed.entry_count()
+            (0..10).all(|i| is_stored(&store, i)),
+            "a record was evicted"
         );
+        assert!(!is_stored(&store, 10));
+    }
+
+    #[test]
+    fn large_records_fill_the_byte_bound_without_eviction() {
+        let store = MokaStore::builder()
+            .max_capacity(1_000)
+            .max_bytes(1 << 20)
+            .build();
+        let refused = fill(&store, 0, 100, 100 << 10);
+        assert!(
+            refused >= 89,
+            "{refused} of 100 records of 100 KiB refused under 1 MiB"
+        );
+        assert!((0..100 - refused).all(|i| is_stored(&store, i)));
+    }
+
+    #[test]
+    fn a_removed_record_makes_room() {
+        let store = MokaStore::builder().max_capacity(2).build();
+        assert_eq!(fill(&store, 0, 2, 10), 0);
+        assert_eq!(fill(&store, 2, 1, 10), 1);
+        let removed = futures_util::FutureExt::now_or_never(store.forget(&key(0)));
+        assert_eq!(removed.map(Result::ok), Some(Some(true)));
+        store.completed.run_pending_tasks();
+        assert_eq!(fill(&store, 2, 1, 10), 0);
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// What a duplicate does while the first call for its key is still running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InFlight {
     /// Wait (up to `wait`) for the first call's result.
     Wait,

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use idem_core::http::{Drain, IdempotencyLayer};
+use idem_core::http::{Drain, IdempotencyLayer, NoStore};
 use serde::Deserialize;
 
 /// How often the handlers started and finished.
@@ -66,7 +66,8 @@ async fn charge(State(counts): State<Counts>, Query(slow): Query<Slow>, body: St
 }
 
 /// `POST /status/{code}`: answers `code` with the run number as body; with `?no_store`,
-/// adds `Cache-Control: no-store`.
+/// adds `Cache-Control: no-store` (what frameworks send on every response); with
+/// `?opt_out`, the `NoStore` extension (idem's own opt-out); with `?panic`, panics.
 async fn status(
     State(counts): State<Counts>,
     Path(code): Path<u16>,
@@ -74,6 +75,9 @@ async fn status(
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let run = counts.started.fetch_add(1, Ordering::SeqCst) + 1;
+    if q.contains_key("panic") {
+        panic!("handler panicked on purpose");
+    }
     counts.finished.fetch_add(1, Ordering::SeqCst);
     let _ = headers;
     let mut response = (
@@ -86,6 +90,9 @@ async fn status(
             header::CACHE_CONTROL,
             header::HeaderValue::from_static("private, no-store"),
         );
+    }
+    if q.contains_key("opt_out") {
+        response.extensions_mut().insert(NoStore);
     }
     response
 }
@@ -112,8 +119,47 @@ async fn bytes(
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+#[derive(Deserialize)]
+struct Ticker {
+    /// Between lines.
+    ms: u64,
+    /// Lines to send; 0: never ends.
+    #[serde(default)]
+    lines: u64,
+    /// The `Content-Type` (default `application/x-ndjson`).
+    content_type: Option<String>,
+}
+
+/// `POST /ticker?ms=N&lines=L&content_type=T`: a body of unknown length, one line every N
+/// ms, L lines (0: forever).
+async fn ticker(State(counts): State<Counts>, Query(q): Query<Ticker>) -> Response {
+    counts.started.fetch_add(1, Ordering::SeqCst);
+    counts.finished.fetch_add(1, Ordering::SeqCst);
+    let period = Duration::from_millis(q.ms);
+    let lines = futures_util::stream::unfold(0u64, move |n| async move {
+        if q.lines != 0 && n >= q.lines {
+            return None;
+        }
+        if n > 0 {
+            tokio::time::sleep(period).await;
+        }
+        Some((
+            Ok::<_, std::io::Error>(format!("{{\"tick\":{n}}}\n")),
+            n + 1,
+        ))
+    });
+    let content_type = q
+        .content_type
+        .unwrap_or_else(|| "application/x-ndjson".into());
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
 /// The test routes: `POST /charges`, `GET /charges`, `POST /status/{code}`,
-/// `POST /bytes/{n}`, all sharing `counts`.
+/// `POST /bytes/{n}`, `POST /ticker`, all sharing `counts`.
 pub fn routes(counts: Counts) -> Router {
     Router::new()
         .route(
@@ -122,6 +168,7 @@ pub fn routes(counts: Counts) -> Router {
         )
         .route("/status/{code}", post(status))
         .route("/bytes/{n}", post(bytes))
+        .route("/ticker", post(ticker))
         .with_state(counts)
 }
 
@@ -178,7 +225,25 @@ impl TestServer {
     }
 }
 
-/// A keep-alive HTTP/1.1 client without proxies.
+/// The principal [`client`] authenticates as, unless a request sets its own
+/// `Authorization`: a default layer scopes keys by it and refuses requests without one.
+pub const TEST_AUTHORIZATION: &str = "Bearer test-user";
+
+/// A keep-alive HTTP/1.1 client without proxies, authenticated as [`TEST_AUTHORIZATION`].
 pub fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static(TEST_AUTHORIZATION),
+    );
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A client that sends no credentials.
+pub fn anonymous_client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }

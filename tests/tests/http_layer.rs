@@ -448,10 +448,10 @@ async fn failures_are_not_stored_and_run_again() {
     }
     assert_eq!(server.counts.started(), 9);
 
-    // Cache-Control: no-store opts a response out.
+    // The handler's `NoStore` extension opts a response out.
     for _ in 0..2 {
         let response = http
-            .post(server.url("/status/400?no_store"))
+            .post(server.url("/status/400?opt_out"))
             .header("idempotency-key", "nostore")
             .body("{}")
             .send()

@@ -713,7 +713,7 @@ async fn fencing_a_taken_over_holder_cannot_overwrite_or_delete() {
 }
 
 #[tokio::test]
-async fn in_flight_claims_are_never_evicted() {
+async fn a_full_store_refuses_new_claims_and_evicts_nothing() {
     let store = SharedStore::new(MokaStore::builder().max_capacity(10).build());
     let hasher = KeyHasher::unkeyed();
     let running = hasher.key(&["tests.evict"], &"running").unwrap();
@@ -724,25 +724,36 @@ async fn in_flight_claims_are_never_evicted() {
     else {
         panic!("claim")
     };
-    // Flood the store with ten times its capacity of completed records.
+    // Flood the store with ten times its capacity of new keys: the excess is refused.
+    let (mut stored, mut refused) = (Vec::new(), 0);
     for i in 0..100u32 {
         let key = hasher.key(&["tests.evict"], &i).unwrap();
         let fp = hasher.fingerprint(&i).unwrap();
-        let idem_core::store::Claim::Claimed { token, .. } =
-            store.store().claim(&key, &fp, lease).await.unwrap()
-        else {
-            panic!("claim {i}")
-        };
-        let record = Arc::new(idem_core::store::Record::new(fp, b"O1".to_vec()));
-        assert!(
-            store
-                .store()
-                .complete(&key, token, record, Duration::from_secs(60))
-                .await
-                .unwrap()
-        );
+        match store.store().claim(&key, &fp, lease).await {
+            Ok(idem_core::store::Claim::Claimed { token, .. }) => {
+                let record = Arc::new(idem_core::store::Record::new(fp, b"O1".to_vec()));
+                assert!(
+                    store
+                        .store()
+                        .complete(&key, token, record, Duration::from_secs(60))
+                        .await
+                        .unwrap()
+                );
+                stored.push((key, fp));
+            }
+            Err(idem_core::Error::StoreFull) => refused += 1,
+            Ok(other) => panic!("claim {i}: {other:?}"),
+            Err(err) => panic!("claim {i}: {err}"),
+        }
     }
-    // The running claim is still held and can still complete.
+    assert_eq!((stored.len(), refused), (9, 91));
+    // Every completed record is still replayed, and the running claim still held.
+    for (key, fp) in &stored {
+        assert!(matches!(
+            store.store().claim(key, fp, lease).await.unwrap(),
+            idem_core::store::Claim::Completed(_)
+        ));
+    }
     assert!(matches!(
         store.store().claim(&running, &fp, lease).await.unwrap(),
         idem_core::store::Claim::InProgress(_)

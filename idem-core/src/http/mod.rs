@@ -49,15 +49,19 @@
 mod body;
 mod capture;
 mod drain;
+mod extract;
 mod fingerprint;
 mod key_header;
 mod layer;
 mod problem;
 mod request_body;
+mod scope;
 mod service;
 mod wire;
 
 pub use body::ResponseBody;
+pub use capture::NoStore;
 pub use drain::Drain;
-pub use layer::IdempotencyLayer;
+pub use extract::{IdempotencyKey, IdempotencyKeyRejection};
+pub use layer::{IdempotencyLayer, ResponseProfile};
 pub use service::{IdempotencyService, REPLAYED_HEADER, ResponseFuture};

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::body::{ResponseBody, full};
 use super::key_header::KeyError;
+use super::scope::ScopeError;
 
 /// Where the problem types are described.
 const TYPE_BASE: &str = "https://github.com/idem-rs/idem/blob/main/README.md#";
@@ -16,15 +17,21 @@ const TYPE_BASE: &str = "https://github.com/idem-rs/idem/blob/main/README.md#";
 #[derive(Debug)]
 pub(crate) enum Problem {
     Key(KeyError),
+    Scope(ScopeError),
     BodyTooLarge { limit: usize },
     BodyUnreadable,
     InProgress { retry_after_secs: u64 },
     Mismatch,
     NotReplayable { status: StatusCode },
     StoreUnavailable,
+    StoreFull,
     StoredUnreadable,
+    HandlerPanicked,
     Internal,
 }
+
+/// The `Retry-After` of a full store, in seconds: records leave only as they expire.
+const STORE_FULL_RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -54,6 +61,18 @@ impl Problem {
                 "idempotency-key-malformed",
                 "Idempotency-Key header malformed",
                 format!("{why}: a key is 1 to 255 visible ASCII characters, bare or as an RFC 8941 string"),
+            ),
+            Problem::Scope(ScopeError::Missing) => (
+                StatusCode::BAD_REQUEST,
+                "idempotency-scope-missing",
+                "No principal for this Idempotency-Key",
+                "an idempotency key belongs to one principal, and this request names none (no credential, session or tenant); authenticate, or ask the service to allow anonymous keys".into(),
+            ),
+            Problem::Scope(ScopeError::Ambiguous) => (
+                StatusCode::BAD_REQUEST,
+                "idempotency-scope-ambiguous",
+                "More than one principal for this Idempotency-Key",
+                "the request's credential (header or cookie) appears more than once with different values; send exactly one".into(),
             ),
             Problem::BodyTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -91,6 +110,18 @@ impl Problem {
                 "Idempotency store unavailable",
                 "the request was not processed because its key could not be checked; retry later with the same key".into(),
             ),
+            Problem::StoreFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "idempotency-store-full",
+                "Idempotency store full",
+                "the request was not processed: the store holds as many keys as it may until some expire; retry later with the same key".into(),
+            ),
+            Problem::HandlerPanicked => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "idempotent-handler-failed",
+                "The handler failed",
+                "the request's handler failed before it answered; its key was released, so a retry with the same key runs it again".into(),
+            ),
             Problem::StoredUnreadable => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "idempotent-response-unreadable",
@@ -104,6 +135,11 @@ impl Problem {
                 "the request was not processed".into(),
             ),
         }
+    }
+
+    /// The problem's title.
+    pub(crate) fn title(&self) -> &'static str {
+        self.parts().2
     }
 
     /// The problem+json response.
@@ -125,6 +161,7 @@ impl Problem {
         let retry_after = match self {
             Problem::InProgress { retry_after_secs } => Some(retry_after_secs),
             Problem::StoreUnavailable => Some(1),
+            Problem::StoreFull => Some(STORE_FULL_RETRY_AFTER_SECS),
             _ => None,
         };
         if let Some(secs) = retry_after {

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::body::{ResponseBody, boxed, full};
 use super::capture::{Answer, Failure, WireCodec, capture};
+use super::extract::IdempotencyKey;
 use super::fingerprint;
 use super::key_header::{self, KeyError};
 use super::layer::Shared;
@@ -189,7 +190,7 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let config = &shared.config;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let route = tracing::debug_span!(
         target: "idem",
         "idem_http",
@@ -199,16 +200,28 @@ where
         route.in_scope(|| tracing::debug!(target: "idem", outcome, function = shared.spec.name));
         Ok(problem.into_response())
     };
-    let key = match key_header::client_key(&parts.headers, &config.header) {
-        Ok(client_key) => fingerprint::key(&config.namespace, &config.scope, &parts, &client_key),
+    let client_key = match key_header::client_key(&parts.headers, &config.header) {
+        Ok(client_key) => client_key.into_owned(),
         Err(KeyError::Missing) if config.optional => {
             return pass_through(inner, Request::from_parts(parts, body)).await;
         }
         Err(err) => return refuse(Problem::Key(err), "bad_key"),
     };
-    let Ok(key) = key else {
+    let scope = match config.scope.resolve(&parts) {
+        Ok(scope) => scope,
+        Err(err) => return refuse(Problem::Scope(err), "bad_scope"),
+    };
+    let Ok(key) = fingerprint::key(&config.namespace, scope.as_deref(), &client_key) else {
         return refuse(Problem::Internal, "codec_error");
     };
+    // The handler sees the key and scope the layer checked (for a downstream call, or for
+    // its own transaction-mode record).
+    parts
+        .extensions
+        .insert(IdempotencyKey::new(&client_key, scope.as_deref()));
+    if !config.record {
+        return pass_through(inner, Request::from_parts(parts, body)).await;
+    }
     let limit = config.max_request_body;
     let declared = parts
         .headers
@@ -222,7 +235,7 @@ where
         Err(ReadError::TooLarge) => return refuse(Problem::BodyTooLarge { limit }, "too_large"),
         Err(ReadError::Unreadable) => return refuse(Problem::BodyUnreadable, "bad_body"),
     };
-    let Ok(fingerprint) = fingerprint::fingerprint(&parts, &bytes) else {
+    let Ok(fingerprint) = fingerprint::fingerprint(&config.body_fingerprint, &parts, &bytes) else {
         return refuse(Problem::Internal, "codec_error");
     };
     let store = match &config.store {
@@ -232,7 +245,8 @@ where
             Err(_) => return refuse(Problem::StoreUnavailable, "store_error"),
         },
     };
-    let (spec, rules) = (shared.spec, config.capture);
+    let (spec, rules) = (shared.spec, config.capture.clone());
+    let not_replayed = Arc::clone(&config.not_replayed);
     // The handler's future is built and boxed only once the key is claimed: a replay
     // never builds it, and the call does not carry its size through every state. The
     // request too: a replay does not box a body for it only to drop it.
@@ -261,7 +275,9 @@ where
         store: &store,
         key,
         fingerprint,
-        codec: WireCodec,
+        codec: WireCodec {
+            not_replayed: Arc::clone(&not_replayed),
+        },
     };
     let token = match claim {
         Some(Ok(Claim::Completed(record))) => {
@@ -290,7 +306,7 @@ where
             store: &store,
             key,
             fingerprint,
-            codec: WireCodec,
+            codec: WireCodec { not_replayed },
         };
         // Boxed: the spawn moves a pointer, not kilobytes of state.
         match token {
@@ -298,10 +314,14 @@ where
             None => Box::pin(call.execute(body)).await,
         }
     };
-    let task = shared.tasks.spawn(run.instrument(route));
+    let task = shared.tasks.spawn(run.instrument(route.clone()));
     let outcome = match task.await {
         Ok(outcome) => outcome,
-        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // The claim was released as the handler's future unwound: a retry runs it again.
+        Err(err) if err.is_panic() => {
+            route.in_scope(|| event::handler_panicked(spec, &key));
+            return Ok(Problem::HandlerPanicked.into_response());
+        }
         // The runtime is shutting down.
         Err(_) => return Ok(Problem::StoreUnavailable.into_response()),
     };
@@ -338,6 +358,7 @@ fn respond<E>(outcome: Result<Answer, Failure<E>>) -> Result<Response<ResponseBo
             .into_response(),
             Error::PayloadMismatch => Problem::Mismatch.into_response(),
             Error::Store(_) => Problem::StoreUnavailable.into_response(),
+            Error::StoreFull => Problem::StoreFull.into_response(),
             Error::Codec(_) => Problem::StoredUnreadable.into_response(),
             _ => Problem::Internal.into_response(),
         },

@@ -42,11 +42,12 @@ pub(crate) enum Stored {
 pub(crate) fn encode_replayable(
     status: StatusCode,
     headers: &HeaderMap,
+    not_replayed: &[HeaderName],
     body: &[u8],
 ) -> Result<Vec<u8>, Error> {
     let kept: Vec<_> = headers
         .iter()
-        .filter(|(name, _)| is_stored(name, headers))
+        .filter(|(name, _)| is_stored(name, headers) && !not_replayed.contains(name))
         .collect();
     let count = u16::try_from(kept.len()).map_err(|_| Error::codec("too many headers"))?;
     let head: usize = kept
@@ -218,7 +219,7 @@ mod tests {
         headers.insert("connection", HeaderValue::from_static("x-hop"));
         headers.insert("x-hop", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        let value = encode_replayable(StatusCode::CREATED, &headers, b"{\"id\":1}").unwrap();
+        let value = encode_replayable(StatusCode::CREATED, &headers, &[], b"{\"id\":1}").unwrap();
         let Stored::Replayable {
             status,
             headers,

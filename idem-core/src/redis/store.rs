@@ -16,6 +16,49 @@ use crate::error::Error;
 use crate::key::{Fingerprint, Key};
 use crate::store::{BoxFuture, Claim, Record, Store, Token};
 
+/// The delays between attempts to release a claim whose reply timed out.
+const TIMED_OUT_RELEASE: Backoff =
+    Backoff::new(Duration::from_millis(20)).max(Duration::from_millis(500));
+
+impl RedisStore {
+    /// A claim whose reply did not come in time may still be applied when a stalled server
+    /// wakes up, and would then hold the key for a whole lease with nobody running. Its
+    /// token is this call's alone, so it is released (compare-and-delete) as soon as the
+    /// store answers again. The release may overtake the claim (the client may have
+    /// reconnected, and the server reads the new connection first), so a release that
+    /// found nothing is repeated a few times before the claim is presumed never applied.
+    fn release_once_answered(&self, key: Key, token: Token, lease: Duration) {
+        /// Releases that found nothing, before the claim is presumed never applied.
+        const ANSWERED_MISSES: u32 = 4;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.clone();
+        runtime.spawn(async move {
+            let until = tokio::time::Instant::now() + lease;
+            let mut delay = TIMED_OUT_RELEASE.first_delay();
+            let mut misses = 0;
+            loop {
+                match store.release(&key, token).await {
+                    Ok(true) => return,
+                    Ok(false) => {
+                        misses += 1;
+                        if misses == ANSWERED_MISSES {
+                            return;
+                        }
+                    }
+                    Err(_) => {}
+                }
+                if tokio::time::Instant::now() + delay >= until {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = TIMED_OUT_RELEASE.next_delay(delay);
+            }
+        });
+    }
+}
+
 impl Store for RedisStore {
     fn claim<'a>(
         &'a self,
@@ -41,7 +84,14 @@ impl Store for RedisStore {
                 .arg("PX")
                 .arg(millis_into(lease, &mut px_buf))
                 .arg("GET");
-            let claim = match self.inner.runner.query("claim", &set).await? {
+            let reply = match self.inner.runner.query("claim", &set).await {
+                Ok(reply) => reply,
+                Err(err) => {
+                    self.release_once_answered(*key, token, lease);
+                    return Err(err);
+                }
+            };
+            let claim = match reply {
                 Ok(reply) => parse_claim(reply, token),
                 Err(err) if err.code() == Some("WRONGTYPE") => Err(Error::codec(
                     "the record's Redis key holds a value of another type than a string",
@@ -54,7 +104,14 @@ impl Store for RedisStore {
                         " (idem needs Redis 7.0 or later: SET with NX and GET)",
                     ))
                 }
-                Err(err) => Err(self.inner.runner.failed("claim", err)),
+                Err(err) => {
+                    // No reply from the server (a timeout, a dropped connection): the
+                    // claim may still be applied.
+                    if err.code().is_none() {
+                        self.release_once_answered(*key, token, lease);
+                    }
+                    Err(self.inner.runner.failed("claim", err))
+                }
             }?;
             if let (Claim::Claimed { .. }, Some(replicas)) = (&claim, self.inner.replicas)
                 && let Err(err) = self
