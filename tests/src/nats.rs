@@ -14,7 +14,11 @@ pub fn shared_nats() -> Option<String> {
     let url = nats_url();
     // `nats://host:port` or `host:port`.
     let authority = url.rsplit("://").next().unwrap_or(&url);
-    let authority = authority.rsplit('@').next().unwrap_or(authority).to_string();
+    let authority = authority
+        .rsplit('@')
+        .next()
+        .unwrap_or(authority)
+        .to_string();
     if std::net::TcpStream::connect(&authority).is_err() {
         crate::skips::skip(&format!("NATS is not reachable at {authority} (NATS_URL)"));
         return None;

@@ -49,5 +49,8 @@ fn every_pass_case_is_listed() {
             missing.push(case.to_string());
         }
     }
-    assert!(missing.is_empty(), "add these ui/pass cases to tests/pass.rs: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "add these ui/pass cases to tests/pass.rs: {missing:?}"
+    );
 }
