@@ -1,5 +1,7 @@
 //! Inner attributes of the body (`#![allow(..)]`) stay inside the function and apply to it.
 #![deny(warnings)]
+// The case is an item with both outer attributes and inner ones in its body.
+#![allow(clippy::mixed_attributes_style)]
 
 use idem_core::idempotent;
 
