@@ -196,9 +196,12 @@ impl Consumer {
 
     /// Consumes, `SLOTS` messages at once, until the process ends or the task is aborted.
     async fn run(self: Arc<Self>, consumer: PullConsumer) {
-        let processor = Processor::new()
-            .ack_wait(consumer.cached_info().config.ack_wait)
-            .backoff(Duration::from_millis(100), Duration::from_secs(2));
+        // Reads the consumer's AckWait and max_deliver, and checks its ack policy.
+        let processor = Processor::builder()
+            .backoff(Duration::from_millis(100), Duration::from_secs(2))
+            .build(&consumer)
+            .await
+            .expect("a processor for the consumer");
         let messages = consumer
             .stream()
             .max_messages_per_batch(SLOTS * 2)

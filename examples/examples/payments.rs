@@ -78,7 +78,9 @@ impl Provider {
 #[idempotent(key = "req.id", ttl = "24h", skip(provider))]
 async fn charge(req: ChargeRequest, provider: &Provider) -> Result<Receipt, PayError> {
     // The same key, passed downstream, deduplicates at the provider after a crash too.
-    let key = idem_core::current_key().expect("inside an idempotent body");
+    let key = idem_core::current_key()
+        .expect("inside an idempotent body")
+        .to_hex();
     provider.charge(&req, &key).await
 }
 

@@ -90,7 +90,9 @@ impl Provider {
 /// Charges a card once per request id, across every process sharing the Redis.
 #[idempotent(key = "req.id", ttl = "24h", lease = "10s", skip(provider))]
 async fn charge(req: ChargeRequest, provider: &Provider) -> Result<Receipt, PayError> {
-    let key = idem_core::current_key().expect("inside an idempotent body");
+    let key = idem_core::current_key()
+        .expect("inside an idempotent body")
+        .to_hex();
     provider.charge(&req, &key).await
 }
 

@@ -351,12 +351,20 @@ where
         Ok(store) => store.clone(),
         Err(err) => return R::from_result(Err(IdemError::from_checked(idem_error(err)))),
     };
-    // The call's idem errors arise in the spawned task: its caller's body learns of them.
+    // The call's idem errors arise in the spawned task: its caller's body learns of them;
+    // so does the caller's `observe` scope, of its outcome (task-locals stay behind).
+    let observed = crate::observe::observed();
     let task = tokio::spawn(async move {
-        watch_idem_errors(async { run(spec, Ok(&store), ids, errors, body).await }).await
+        let call = watch_idem_errors(async { run(spec, Ok(&store), ids, errors, body).await });
+        if observed {
+            crate::observe::carry(call).await
+        } else {
+            (call.await, None)
+        }
     });
     match task.await {
-        Ok((outcome, saw_idem_error)) => {
+        Ok(((outcome, saw_idem_error), seen)) => {
+            crate::observe::adopt(seen);
             if saw_idem_error {
                 note_idem_error();
             }

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::codec::{self, DecodeFn, EncodeFn, Stored};
+use crate::codec::{self, DecodeFn, EncodeFn, StoredOutcome};
 use crate::error::{Error, SharedError};
 use crate::event::{self, Outcome};
 use crate::flight::{self, FlightLead, Joined, Published};
@@ -73,8 +73,8 @@ impl<T: Serialize + DeserializeOwned, E> OutcomeCodec<T, E> for ErrCodec<E> {
 
     fn decode(&self, record: &Arc<Record>) -> Result<Result<T, E>, Error> {
         Ok(match codec::decode(record.value(), self.decode)? {
-            Stored::Ok(value) => Ok(value),
-            Stored::Err(err) => Err(err),
+            StoredOutcome::Ok(value) => Ok(value),
+            StoredOutcome::Err(err) => Err(err),
         })
     }
 }

@@ -17,7 +17,7 @@ pub(crate) type EncodeFn<V> = fn(&V) -> Result<Vec<u8>, Error>;
 pub(crate) type DecodeFn<V> = fn(&[u8]) -> Result<V, Error>;
 
 /// A stored outcome, decoded.
-pub(crate) enum Stored<T, E> {
+pub(crate) enum StoredOutcome<T, E> {
     Ok(T),
     Err(E),
 }
@@ -43,11 +43,11 @@ fn encode<V: Serialize>(tag: u8, value: &V) -> Result<Vec<u8>, Error> {
 pub(crate) fn decode<T: DeserializeOwned, E>(
     bytes: &[u8],
     decode_err: Option<DecodeFn<E>>,
-) -> Result<Stored<T, E>, Error> {
+) -> Result<StoredOutcome<T, E>, Error> {
     match bytes.split_first() {
-        Some((&OK_TAG, json)) => from_json(json).map(Stored::Ok),
+        Some((&OK_TAG, json)) => from_json(json).map(StoredOutcome::Ok),
         Some((&ERR_TAG, json)) => match decode_err {
-            Some(decode_err) => decode_err(json).map(Stored::Err),
+            Some(decode_err) => decode_err(json).map(StoredOutcome::Err),
             None => Err(Error::codec(
                 "the stored record is a cached error, but this function does not use `cache_errors`",
             )),

@@ -7,63 +7,8 @@ use std::fmt;
 
 use crate::error::Error;
 use crate::key::Key;
+pub(crate) use crate::outcome::Outcome;
 use crate::spec::Spec;
-
-/// What happened to an idempotent call: its `tracing` event's `outcome`, and what
-/// [`observe`](crate::observe) reports.
-///
-/// ```
-/// assert_eq!(idem_core::Outcome::Replayed.as_str(), "replayed");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// The body ran and its outcome was stored.
-    Executed,
-    /// A stored outcome was returned without waiting.
-    Replayed,
-    /// A stored outcome was returned after waiting for a running holder.
-    Waited,
-    /// A duplicate was refused (`reject` policy, or its wait ran out).
-    Rejected,
-    /// The key was reused with a different payload.
-    Mismatch,
-    /// A claim whose lease had lapsed was taken over.
-    TakenOver,
-    /// The claim was lost before the outcome was stored (fenced out).
-    LeaseLost,
-    /// The body returned an `Err` that is not cached; the claim was released.
-    Released,
-    /// The store failed (the body did not run, or its result could not be stored).
-    StoreError,
-    /// A record could not be decoded, or a result could not be stored as JSON.
-    CodecError,
-    /// The store was at its bound and refused a new claim (the body did not run).
-    StoreFull,
-}
-
-impl Outcome {
-    /// The outcome's name, as in the `tracing` events and metrics labels.
-    ///
-    /// ```
-    /// assert_eq!(idem_core::Outcome::Executed.as_str(), "executed");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Executed => "executed",
-            Outcome::Replayed => "replayed",
-            Outcome::Waited => "waited",
-            Outcome::Rejected => "rejected",
-            Outcome::Mismatch => "mismatch",
-            Outcome::TakenOver => "taken_over",
-            Outcome::LeaseLost => "lease_lost",
-            Outcome::Released => "released",
-            Outcome::StoreError => "store_error",
-            Outcome::CodecError => "codec_error",
-            Outcome::StoreFull => "store_full",
-        }
-    }
-}
 
 pub(crate) fn emit(spec: &Spec, key: &Key, outcome: Outcome) {
     crate::observe::record(key, outcome);
@@ -244,6 +189,17 @@ pub(crate) fn nats_answer_unconfirmed(
 #[cfg(feature = "nats")]
 pub(crate) fn nats_nak_failed(error: &(dyn StdError + 'static)) {
     tracing::warn!(target: "idem::nats", error = %Chain(error), "could not send a nak");
+}
+
+/// A dead letter was not confirmed stored; tried again.
+#[cfg(feature = "nats")]
+pub(crate) fn nats_dead_letter_unconfirmed(attempt: u32, error: &(dyn StdError + 'static)) {
+    tracing::warn!(
+        target: "idem::nats",
+        attempt,
+        error = %Chain(error),
+        "the dead letter was not confirmed stored",
+    );
 }
 
 /// An in-progress ack could not be sent; the next tick tries again.

@@ -200,21 +200,28 @@ pub fn key_hasher() -> &'static KeyHasher {
     KEY_HASHER.get_or_init(KeyHasher::unkeyed)
 }
 
-/// The key of the idempotent call whose body is running, as 64 hex characters; `None`
-/// outside an `#[idempotent]` body, and in tasks the body spawns (the key is task-local:
-/// pass it to them as an argument).
+/// The key of the idempotent call whose body is running; `None` outside an
+/// `#[idempotent]` body, and in tasks the body spawns (the key is task-local: pass it to
+/// them as an argument). It displays as 64 hex characters ([`Key::to_hex`]).
 ///
 /// Pass it downstream as the idempotency key of the next service (a payment provider's
 /// `Idempotency-Key` header), so a rerun after a crash is deduplicated there too.
 ///
 /// ```
+/// #[idem_core::idempotent]
+/// async fn charge(cents: u64) -> Result<String, idem_core::Error> {
+///     let key = idem_core::current_key().expect("inside an idempotent body");
+///     Ok(key.to_hex()) // the provider's Idempotency-Key
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// assert_eq!(idem_core::current_key(), None);
+/// assert_eq!(charge(500).await.unwrap().len(), 64);
+/// # }
 /// ```
-pub fn current_key() -> Option<String> {
-    FRAME
-        .try_with(|frame| frame.key.as_ref().map(Key::to_hex))
-        .ok()
-        .flatten()
+pub fn current_key() -> Option<Key> {
+    FRAME.try_with(|frame| frame.key).ok().flatten()
 }
 
 /// Removes the record of `key` from the default store, so the next call runs the body

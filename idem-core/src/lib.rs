@@ -62,6 +62,7 @@ mod namespace;
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
 mod observe;
+mod outcome;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod probe;
@@ -69,7 +70,7 @@ mod probe;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
-mod scopes;
+mod scope_count;
 mod spec;
 pub mod store;
 
@@ -80,14 +81,14 @@ pub mod guide;
 
 pub use backoff::Backoff;
 pub use error::{BoxError, Error};
-pub use event::Outcome;
 pub use global::{
     InstallError, current_key, default_store, forget, install, install_key_hasher, key_hasher,
 };
 pub use key::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
 #[cfg(feature = "moka")]
-pub use moka::{DEFAULT_MAX_BYTES, DEFAULT_MAX_CAPACITY, MokaStore, MokaStoreBuilder};
+pub use moka::{MokaStore, MokaStoreBuilder};
 pub use observe::observe;
+pub use outcome::Outcome;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresSource, PostgresStore, PostgresStoreBuilder};
@@ -96,10 +97,6 @@ pub use probe::{forget_call, key_of};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisStore, RedisStoreBuilder};
 pub use store::SharedStore;
-// The store-implementor API lives in `idem_core::store`; these root paths stay as aliases
-// so code written against them still compiles.
-#[doc(hidden)]
-pub use store::{BoxFuture, ChangeNotice, Claim, RECORD_VERSION, Record, Store, Token};
 
 #[cfg(feature = "macros")]
 pub use idem_macros::idempotent;

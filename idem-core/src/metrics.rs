@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::event::Outcome;
+use crate::outcome::Outcome;
 use crate::spec::Spec;
 
 pub(crate) fn outcome(spec: &Spec, outcome: Outcome) {

@@ -18,12 +18,6 @@ use crate::error::Error;
 use crate::key::{Fingerprint, Key, KeyHashBuilder, ShardedMap};
 use crate::store::{BoxFuture, ChangeNotice, Claim, Record, Store, Token, after};
 
-/// The default bound on records (completed and running claims together).
-pub const DEFAULT_MAX_CAPACITY: u64 = 100_000;
-
-/// The default bound on the bytes of completed records: 256 MiB.
-pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
-
 /// What a completed record costs besides its value: its key and fingerprint (32 bytes
 /// each) and the cache's bookkeeping, roughly.
 const RECORD_OVERHEAD: u64 = 128;
@@ -136,7 +130,7 @@ pub struct MokaStoreBuilder {
 
 impl MokaStoreBuilder {
     /// How many records (completed, plus running claims) the store holds at most (default
-    /// [`DEFAULT_MAX_CAPACITY`], 100,000). At the bound a new key's claim fails with
+    /// [`MokaStore::DEFAULT_MAX_CAPACITY`], 100,000). At the bound a new key's claim fails with
     /// [`Error::StoreFull`]; no record is ever evicted to make room.
     ///
     /// ```
@@ -149,7 +143,7 @@ impl MokaStoreBuilder {
     }
 
     /// How many bytes of completed records the store holds before it refuses new keys
-    /// (default [`DEFAULT_MAX_BYTES`], 256 MiB): each record counts its encoded result plus
+    /// (default [`MokaStore::DEFAULT_MAX_BYTES`], 256 MiB): each record counts its encoded result plus
     /// about 128 bytes. Both bounds hold at once. A claim's result is not known when it is
     /// taken, so the running claims' results may overshoot this by their own size.
     ///
@@ -205,7 +199,21 @@ impl std::fmt::Debug for MokaStore {
 }
 
 impl MokaStore {
-    /// A store holding at most [`DEFAULT_MAX_CAPACITY`] records and [`DEFAULT_MAX_BYTES`]
+    /// The default bound on records (completed and running claims together).
+    ///
+    /// ```
+    /// assert_eq!(idem_core::MokaStore::DEFAULT_MAX_CAPACITY, 100_000);
+    /// ```
+    pub const DEFAULT_MAX_CAPACITY: u64 = 100_000;
+
+    /// The default bound on the bytes of completed records: 256 MiB.
+    ///
+    /// ```
+    /// assert_eq!(idem_core::MokaStore::DEFAULT_MAX_BYTES, 256 << 20);
+    /// ```
+    pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
+    /// A store holding at most [`MokaStore::DEFAULT_MAX_CAPACITY`] records and [`MokaStore::DEFAULT_MAX_BYTES`]
     /// of results.
     pub fn new() -> Self {
         Self::builder().build()
@@ -214,8 +222,8 @@ impl MokaStore {
     /// A builder to set the bounds.
     pub fn builder() -> MokaStoreBuilder {
         MokaStoreBuilder {
-            max_capacity: DEFAULT_MAX_CAPACITY,
-            max_bytes: DEFAULT_MAX_BYTES,
+            max_capacity: Self::DEFAULT_MAX_CAPACITY,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
         }
     }
 

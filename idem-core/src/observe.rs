@@ -5,16 +5,16 @@
 use std::cell::Cell;
 use std::future::Future;
 
-use crate::event::Outcome;
 use crate::key::Key;
-use crate::scopes::Scopes;
+use crate::outcome::Outcome;
+use crate::scope_count::ScopeCount;
 
 tokio::task_local! {
     static OBSERVER: Observer;
 }
 
 /// The [`observe`] scopes running right now, in the whole process.
-static OBSERVING: Scopes = Scopes::new();
+static OBSERVING: ScopeCount = ScopeCount::new();
 
 /// The call an [`observe`] scope watches (the first to start in it) and its last outcome.
 struct Observer {
@@ -81,4 +81,37 @@ pub(crate) fn record(key: &Key, outcome: Outcome) {
             o.outcome.set(Some(outcome));
         }
     });
+}
+
+/// Whether the caller is inside an [`observe`] scope, so a call it runs in a spawned task
+/// (`detach`) must carry its outcome back ([`carry`], [`adopt`]).
+#[inline]
+pub(crate) fn observed() -> bool {
+    OBSERVING.any() && OBSERVER.try_with(|_| ()).is_ok()
+}
+
+/// Runs `future` (in the spawned task) in an observer of its own, and gives back its first
+/// call and that call's outcome, for the caller's scope to [`adopt`].
+pub(crate) async fn carry<F: Future>(future: F) -> (F::Output, Option<(Key, Outcome)>) {
+    let observer = Observer {
+        call: Cell::new(None),
+        outcome: Cell::new(None),
+    };
+    let _observing = OBSERVING.enter();
+    OBSERVER
+        .scope(observer, async {
+            let output = future.await;
+            let seen = OBSERVER.with(|o| o.call.get().zip(o.outcome.get()));
+            (output, seen)
+        })
+        .await
+}
+
+/// A call that ran in a spawned task had `seen`: reported in the caller's scope as if it
+/// ran there.
+pub(crate) fn adopt(seen: Option<(Key, Outcome)>) {
+    if let Some((key, outcome)) = seen {
+        start(&key);
+        record(&key, outcome);
+    }
 }

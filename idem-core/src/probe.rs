@@ -14,7 +14,7 @@ use std::task::Poll;
 
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
-use crate::scopes::Scopes;
+use crate::scope_count::ScopeCount;
 use crate::store::SharedStore;
 
 tokio::task_local! {
@@ -23,7 +23,7 @@ tokio::task_local! {
 }
 
 /// The probes polling right now, in the whole process (every call asks; probes are rare).
-static PROBING: Scopes = Scopes::new();
+static PROBING: ScopeCount = ScopeCount::new();
 
 /// A call's derived key and fingerprint, or why they could not be derived.
 type Derived = Result<(Key, Fingerprint), Error>;

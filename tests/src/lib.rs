@@ -13,6 +13,8 @@ pub enum IdemKind {
     Store,
     /// `Error::Codec`
     Codec,
+    /// `Error::StoreFull`
+    StoreFull,
     /// Anything else.
     Other,
 }
@@ -33,6 +35,7 @@ impl From<idem_core::Error> for TestError {
             idem_core::Error::PayloadMismatch => IdemKind::PayloadMismatch,
             idem_core::Error::Store(_) => IdemKind::Store,
             idem_core::Error::Codec(_) => IdemKind::Codec,
+            idem_core::Error::StoreFull => IdemKind::StoreFull,
             _ => IdemKind::Other,
         })
     }

@@ -243,6 +243,28 @@ impl RedisServer {
             .collect()
     }
 
+    /// Kills (`CLIENT KILL ID`) every connection with client-side caching on (flag `t` in
+    /// `CLIENT LIST`); returns how many.
+    pub fn kill_tracking_clients(&self) -> usize {
+        let list = self.command(&["CLIENT", "LIST"]).unwrap_or_default();
+        let ids: Vec<String> = list
+            .lines()
+            .filter(|line| {
+                line.split(' ').any(|field| {
+                    field
+                        .strip_prefix("flags=")
+                        .is_some_and(|f| f.contains('t'))
+                })
+            })
+            .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_string)
+            .collect();
+        for id in &ids {
+            let _ = self.command(&["CLIENT", "KILL", "ID", id]);
+        }
+        ids.len()
+    }
+
     /// The calls of one command in `INFO commandstats` (0 if never called).
     pub fn calls_of(&self, command: &str) -> u64 {
         self.command_calls()
@@ -441,6 +463,20 @@ impl Worker {
             self.seen.push(entry);
         }
         self.seen.iter().any(|(_, l)| l.starts_with(prefix))
+    }
+
+    /// Sends one line to the worker's stdin.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        writeln!(stdin, "{line}").expect("write a line");
+        stdin.flush().expect("flush a line");
+    }
+
+    /// The next line not read yet (at most `timeout`), and when it arrived.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<(Instant, String)> {
+        let (at, line) = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push((at, line.clone()));
+        Some((at, line))
     }
 
     /// Tells a worker waiting on stdin to start.

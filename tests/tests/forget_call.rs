@@ -18,7 +18,7 @@ async fn charge(order: u64, cents: u64) -> Result<u64, Error> {
     SEEN_KEYS
         .lock()
         .unwrap()
-        .push(idem_core::current_key().unwrap());
+        .push(idem_core::current_key().unwrap().to_hex());
     Ok(order * 1000 + cents)
 }
 

@@ -140,7 +140,7 @@ impl From<idem_core::Error> for E {
 }
 
 fn call_key() -> Result<String, E> {
-    idem_core::current_key().ok_or(E)
+    idem_core::current_key().map(|key| key.to_hex()).ok_or(E)
 }
 
 #[idem_core::idempotent]

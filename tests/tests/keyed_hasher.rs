@@ -8,7 +8,7 @@ use tests::TestError;
 #[idempotent(key = "email", name = "tests.signup.v1")]
 async fn signup(email: String) -> Result<String, TestError> {
     let _ = email;
-    Ok(idem_core::current_key().expect("inside the body"))
+    Ok(idem_core::current_key().expect("inside the body").to_hex())
 }
 
 #[tokio::test]

@@ -551,7 +551,7 @@ fn a_key_hash_is_identical_in_a_second_os_process() {
 
 #[idempotent(key = "id", name = "tests.current_key.v1")]
 async fn reports_its_key(id: String) -> Result<String, TestError> {
-    Ok(idem_core::current_key().expect("inside the body"))
+    Ok(idem_core::current_key().expect("inside the body").to_hex())
 }
 
 #[tokio::test]
@@ -889,4 +889,45 @@ async fn observe_tells_executed_waited_replayed_rejected_and_released() {
         )
     );
     assert_eq!(observe(async { 5 }).await, (5, None));
+}
+
+static BOUNDED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[idempotent(name = "tests.moka.bounded", store = store, skip(store))]
+async fn bounded_charge(id: u32, store: &SharedStore) -> Result<u32, TestError> {
+    BOUNDED_RUNS.fetch_add(1, SeqCst);
+    Ok(id * 10)
+}
+
+/// The function surface at a store's bound: a new key fails closed with
+/// `Error::StoreFull` (its body does not run), with a `store_full` warning that `observe`
+/// reports too, and every stored key still replays.
+#[tokio::test]
+async fn at_the_bound_a_new_key_fails_closed_and_stored_keys_replay() {
+    let captured = tests::CapturedLog::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let store = SharedStore::new(MokaStore::builder().max_capacity(5).build());
+    for id in 0..5 {
+        assert_eq!(bounded_charge(id, &store).await, Ok(id * 10));
+    }
+    let (refused, outcome) = idem_core::observe(bounded_charge(5, &store)).await;
+    assert_eq!(refused, Err(TestError::Idem(IdemKind::StoreFull)));
+    assert_eq!(outcome, Some(idem_core::Outcome::StoreFull));
+    assert_eq!(BOUNDED_RUNS.load(SeqCst), 5, "a body ran at the bound");
+    assert!(
+        captured.text().contains("store_full"),
+        "{}",
+        captured.text()
+    );
+    for id in 0..5 {
+        let (replay, outcome) = idem_core::observe(bounded_charge(id, &store)).await;
+        assert_eq!(replay, Ok(id * 10));
+        assert_eq!(outcome, Some(idem_core::Outcome::Replayed));
+    }
+    assert_eq!(BOUNDED_RUNS.load(SeqCst), 5);
 }

@@ -173,3 +173,77 @@ async fn with_it_an_unacknowledged_claim_fails_closed_and_is_released() {
     ));
     replica.signal("CONT");
 }
+
+/// Issue 22 A1: a `WAIT` that outlasts the response timeout (here 4 s against 1 s, and
+/// `Duration::MAX`) never blocks the store's other calls, and the claim it timed out is
+/// released. Before the fix `WAIT` ran on the one shared connection: the first call failed
+/// after the operation bound with its claim still held, and every other call on the store
+/// failed behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_wait_never_blocks_other_calls_and_its_timed_out_claim_is_released() {
+    if !redis_available() {
+        return;
+    }
+    let server = RedisServer::spawn(); // no replica: every `WAIT` runs to its timeout
+    let prefix = unique("wait-long");
+    let fp = fingerprint();
+    // A completed record, written by a store without the setting.
+    let plain = store(&server.url(), &prefix, None).await;
+    let done = key("done-before");
+    let Claim::Claimed { token, .. } = plain.claim(&done, &fp, LEASE).await.unwrap() else {
+        panic!("a free key is claimed");
+    };
+    let record = Arc::new(Record::new(fp, b"O\"receipt\"".to_vec()));
+    assert!(
+        plain
+            .complete(&done, token, Arc::clone(&record), Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+
+    for timeout in [Duration::from_secs(4), Duration::MAX] {
+        let waiting = store(&server.url(), &prefix, Some(timeout)).await;
+        let running = key(&format!("waiting-{timeout:?}"));
+        let first = {
+            let waiting = waiting.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = waiting.claim(&running, &fingerprint(), LEASE).await;
+                (result, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Meanwhile replays on the same store answer at once.
+        for _ in 0..3 {
+            let started = Instant::now();
+            match waiting.claim(&done, &fp, LEASE).await {
+                Ok(Claim::Completed(found)) => assert_eq!(*found, *record),
+                other => panic!("{timeout:?}: a replay during a WAIT got {other:?}"),
+            }
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_millis(500),
+                "{timeout:?}: a replay waited behind the WAIT: {took:?}"
+            );
+        }
+        if timeout == Duration::MAX {
+            // No end: the waiting call is the only one that waits; the store stays usable.
+            assert!(!first.is_finished());
+            first.abort();
+            continue;
+        }
+        let (result, took) = first.await.unwrap();
+        let err = result.unwrap_err();
+        assert!(
+            chain(&err).contains("acknowledged by 0 of 1 replicas"),
+            "{}",
+            chain(&err)
+        );
+        assert!(took >= timeout, "failed before its WAIT ended: {took:?}");
+        // The timed-out claim was released: the key is free.
+        let pttl = server
+            .command(&["PTTL", &plain.redis_key(&running)])
+            .unwrap();
+        assert_eq!(pttl.trim(), ":-2", "the timed-out claim is still held");
+    }
+}

@@ -296,7 +296,8 @@ async fn a_claim_holds_only_its_token_and_a_claim_with_a_deadline_is_still_read(
     let lease = Duration::from_secs(10);
     let mut conn = raw_conn(&url).await;
 
-    let idem_core::Claim::Claimed { token, .. } = store.claim(&key, &fp, lease).await.unwrap()
+    let idem_core::store::Claim::Claimed { token, .. } =
+        store.claim(&key, &fp, lease).await.unwrap()
     else {
         panic!("a free key is claimed");
     };
@@ -306,7 +307,7 @@ async fn a_claim_holds_only_its_token_and_a_claim_with_a_deadline_is_still_read(
         .await
         .unwrap();
     let expected = [
-        &[b'C', idem_core::RECORD_VERSION][..],
+        &[b'C', idem_core::store::RECORD_VERSION][..],
         format!("{:032x}", token.get()).as_bytes(),
     ]
     .concat();
@@ -332,7 +333,7 @@ async fn a_claim_holds_only_its_token_and_a_claim_with_a_deadline_is_still_read(
         .unwrap();
     assert!(matches!(
         store.claim(&other, &fp, lease).await.unwrap(),
-        idem_core::Claim::InProgress(_)
+        idem_core::store::Claim::InProgress(_)
     ));
     assert!(store.renew(&other, token, lease).await.unwrap());
     assert!(store.release(&other, token).await.unwrap());
@@ -518,7 +519,7 @@ async fn a_forgotten_or_lapsed_claim_can_no_longer_be_renewed_or_completed() {
 async fn forgotten_while_running(id: String, ctx: &Ctx) -> Result<String, TestError> {
     let run = ctx.runs.fetch_add(1, SeqCst) + 1;
     if run == 1 {
-        let key = idem_core::Key::from_hex(&idem_core::current_key().unwrap()).unwrap();
+        let key = idem_core::current_key().unwrap();
         assert!(ctx.store.forget(&key).await.unwrap(), "the claim was there");
     }
     Ok(format!("{id}-run{run}"))

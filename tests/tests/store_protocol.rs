@@ -53,7 +53,7 @@ struct Ctx {
 #[idempotent(key = "id", name = "tests.protocol.forget.v1", lease = "300ms", skip(ctx), store = &ctx.store)]
 async fn forgotten(id: u64, ctx: &Ctx) -> Result<usize, TestError> {
     let run = ctx.runs.fetch_add(1, SeqCst) + 1;
-    *ctx.key.lock().unwrap() = idem_core::current_key();
+    *ctx.key.lock().unwrap() = idem_core::current_key().map(|key| key.to_hex());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = id;
     Ok(run)

@@ -65,6 +65,7 @@ pub fn idem_route() -> Router {
 pub fn request(key: &str, body: &Bytes) -> Request<Body> {
     Request::post("/charges")
         .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, "Bearer bench-user")
         .header("idempotency-key", key)
         .body(Body::from(body.clone()))
         .unwrap()
@@ -240,6 +241,7 @@ pub async fn round(target: &Target, body: Bytes, run: Duration) -> (u64, Vec<u64
                     let mut req = Request::post(format!("http://{addr}/charges"))
                         .header(header::HOST, "127.0.0.1")
                         .header(header::CONTENT_TYPE, "application/json")
+                        .header(header::AUTHORIZATION, "Bearer bench-user")
                         .header("idempotency-key", "replayed-key");
                     if let Some(cookie) = &cookie {
                         req = req.header(header::COOKIE, cookie.clone());

@@ -13,23 +13,67 @@ use http_body_util::combinators::UnsyncBoxBody;
 use crate::error::BoxError;
 
 /// The body of every response of [`IdempotencyService`](super::IdempotencyService): the
-/// handler's own body, a buffered or replayed one, or a problem+json document.
+/// handler's own body, a buffered or replayed one, or a problem+json document. Its data is
+/// [`Bytes`]; its size hint is the inner body's, so `Content-Length` is kept.
 ///
 /// ```
-/// use http_body_util::BodyExt;
+/// use http_body::Body;
+/// use idem_core::http::{IdempotencyLayer, ResponseBody};
+/// use tower::{Layer, Service};
 ///
-/// let body: idem_core::http::ResponseBody = http_body_util::Full::new(bytes::Bytes::from("ok"))
-///     .map_err(|never| match never {})
-///     .boxed_unsync();
-/// # drop(body);
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut service = IdempotencyLayer::new().layer(tower::service_fn(
+///     |_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("listed")))
+///     },
+/// ));
+/// let request = http::Request::new(http_body_util::Full::default()); // a GET: passed through
+/// let response = service.call(request).await.unwrap();
+/// let body: &ResponseBody = response.body();
+/// assert_eq!(body.size_hint().exact(), Some(6));
+/// # }
 /// ```
-pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+pub struct ResponseBody(UnsyncBoxBody<Bytes, BoxError>);
+
+impl ResponseBody {
+    pub(crate) fn new<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        ResponseBody(UnsyncBoxBody::new(body))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
+    }
+}
 
 /// A whole body.
 pub(crate) fn full(bytes: Bytes) -> ResponseBody {
-    http_body_util::Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    ResponseBody::new(http_body_util::Full::new(bytes).map_err(|never| match never {}))
 }
 
 /// Any handler body, boxed; its size hint (so its `Content-Length`) is kept.

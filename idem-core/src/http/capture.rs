@@ -14,7 +14,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 
 use super::body::{ResponseBody, Resumed, boxed};
-use super::wire::{self, Stored};
+use super::stored_response::{self, StoredResponse};
 use crate::call::OutcomeCodec;
 use crate::error::{BoxError, Error};
 use crate::store::Record;
@@ -29,7 +29,7 @@ pub(crate) enum Answer {
         body: ResponseBody,
     },
     /// A stored response, for a retry.
-    Replay(Stored),
+    Replay(StoredResponse),
 }
 
 /// What ends a request without a stored answer.
@@ -251,17 +251,22 @@ pub(crate) struct WireCodec {
 impl<E> OutcomeCodec<Answer, Failure<E>> for WireCodec {
     fn encode(&self, outcome: &Result<Answer, Failure<E>>) -> Result<Option<Vec<u8>>, Error> {
         match outcome {
-            Ok(Answer::Whole { head, body }) => {
-                wire::encode_replayable(head.status, &head.headers, &self.not_replayed, body)
-                    .map(Some)
+            Ok(Answer::Whole { head, body }) => stored_response::encode_replayable(
+                head.status,
+                &head.headers,
+                &self.not_replayed,
+                body,
+            )
+            .map(Some),
+            Ok(Answer::Streaming { head, .. }) => {
+                Ok(Some(stored_response::encode_streamed(head.status)))
             }
-            Ok(Answer::Streaming { head, .. }) => Ok(Some(wire::encode_streamed(head.status))),
             // Only a record decodes into a replay; nothing to store again.
             Ok(Answer::Replay(_)) | Err(_) => Ok(None),
         }
     }
 
     fn decode(&self, record: &Arc<Record>) -> Result<Result<Answer, Failure<E>>, Error> {
-        wire::decode(record).map(|stored| Ok(Answer::Replay(stored)))
+        stored_response::decode(record).map(|stored| Ok(Answer::Replay(stored)))
     }
 }

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tower::Layer;
 
 use super::capture::{CaptureRules, ietf_stores_status, stripe_stores_status};
+use super::config::{Config, Shared};
 use super::drain::Drain;
 use super::fingerprint::BodyFingerprint;
 use super::scope::{self, ScopeRule, ScopeSource};
@@ -85,34 +86,6 @@ pub struct IdempotencyLayer {
     config: Arc<Config>,
     spec: Arc<OnceLock<&'static Spec>>,
     tasks: TaskTracker,
-}
-
-/// The settings of a layer.
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub(crate) store: Option<SharedStore>,
-    pub(crate) namespace: String,
-    pub(crate) ttl: Duration,
-    pub(crate) lease: Duration,
-    pub(crate) wait: Option<Duration>,
-    pub(crate) header: HeaderName,
-    pub(crate) methods: Vec<Method>,
-    pub(crate) optional: bool,
-    pub(crate) scope: ScopeRule,
-    pub(crate) body_fingerprint: BodyFingerprint,
-    pub(crate) max_request_body: usize,
-    pub(crate) capture: CaptureRules,
-    pub(crate) not_replayed: Arc<[HeaderName]>,
-    /// `false`: keys are checked and handed to the handler, nothing is stored.
-    pub(crate) record: bool,
-}
-
-/// What every service of one layer shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: Arc<Config>,
-    pub(crate) spec: &'static Spec,
-    pub(crate) tasks: TaskTracker,
 }
 
 impl Default for IdempotencyLayer {
@@ -606,5 +579,24 @@ impl<S> Layer<S> for IdempotencyLayer {
                 tasks: self.tasks.clone(),
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_built_at_run_time_share_one_spec_per_setting() {
+        let spec = |namespace: &str| IdempotencyLayer::new().namespace(namespace).spec();
+        let first = spec("tenant-a");
+        for _ in 0..1_000 {
+            assert!(
+                std::ptr::eq(first, spec("tenant-a")),
+                "a spec leaked per layer"
+            );
+        }
+        assert!(!std::ptr::eq(first, spec("tenant-b")));
+        assert_eq!(first.name, "http:tenant-a");
     }
 }

@@ -17,13 +17,13 @@ use tracing::Instrument;
 
 use super::body::{ResponseBody, boxed, full};
 use super::capture::{Answer, Failure, WireCodec, capture};
+use super::config::Shared;
 use super::extract::IdempotencyKey;
 use super::fingerprint;
 use super::key_header::{self, KeyError};
-use super::layer::Shared;
 use super::problem::Problem;
 use super::request_body::{ReadError, read_whole};
-use super::wire::Stored;
+use super::stored_response::StoredResponse;
 use crate::call::Call;
 use crate::error::{BoxError, Error};
 use crate::event::{self, Outcome};
@@ -67,6 +67,46 @@ pub struct IdempotencyService<S> {
 impl<S> IdempotencyService<S> {
     pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
         IdempotencyService { inner, shared }
+    }
+
+    /// The inner service.
+    ///
+    /// ```
+    /// use idem_core::http::IdempotencyLayer;
+    /// use tower::Layer;
+    ///
+    /// let service = IdempotencyLayer::new().layer(7_u8);
+    /// assert_eq!(*service.get_ref(), 7);
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    ///
+    /// ```
+    /// use idem_core::http::IdempotencyLayer;
+    /// use tower::Layer;
+    ///
+    /// let mut service = IdempotencyLayer::new().layer(7_u8);
+    /// *service.get_mut() += 1;
+    /// assert_eq!(*service.get_ref(), 8);
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the layer.
+    ///
+    /// ```
+    /// use idem_core::http::IdempotencyLayer;
+    /// use tower::Layer;
+    ///
+    /// let service = IdempotencyLayer::new().layer(7_u8);
+    /// assert_eq!(service.into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -333,7 +373,7 @@ fn respond<E>(outcome: Result<Answer, Failure<E>>) -> Result<Response<ResponseBo
     Ok(match outcome {
         Ok(Answer::Whole { head, body }) => Response::from_parts(head, full(body)),
         Ok(Answer::Streaming { head, body }) => Response::from_parts(head, body),
-        Ok(Answer::Replay(Stored::Replayable {
+        Ok(Answer::Replay(StoredResponse::Replayable {
             status,
             headers,
             body,
@@ -346,7 +386,7 @@ fn respond<E>(outcome: Result<Answer, Failure<E>>) -> Result<Response<ResponseBo
                 .insert(REPLAYED, HeaderValue::from_static("true"));
             response
         }
-        Ok(Answer::Replay(Stored::Streamed { status })) => {
+        Ok(Answer::Replay(StoredResponse::Streamed { status })) => {
             Problem::NotReplayable { status }.into_response()
         }
         Err(Failure::NotStored(response)) => *response,

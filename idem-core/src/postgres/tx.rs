@@ -30,7 +30,7 @@ use super::schema::{DEFAULT_TABLE, Table};
 use crate::__private::{ErrOf, IdemError, IdemResult, Ids, OkOf, StoredValue};
 use crate::backoff::DEFAULT_POLL;
 use crate::call::ErrCodec;
-use crate::codec::{self, Stored as Outcome};
+use crate::codec::{self, StoredOutcome as Outcome};
 use crate::error::Error;
 use crate::event::{self, Outcome as Event};
 use crate::global::{self, FRAME, Frame, idem_error};

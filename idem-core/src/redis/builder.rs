@@ -9,7 +9,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::conn::{Conn, Runner};
 use super::near::NearCache;
-use super::replicas::Replicas;
+use super::replicas::{Replicas, Waiter};
+use super::tracking::{self, Tracked};
 use super::wire::SCRIPTS;
 use super::{Inner, RedisStore};
 use crate::backoff::{Backoff, DEFAULT_POLL};
@@ -194,6 +195,11 @@ impl RedisStoreBuilder {
     /// lost on failover, and the body may run again. `WAIT` does not make Redis strongly
     /// consistent: see the README for what it does not promise. A hit costs nothing extra.
     ///
+    /// The write and its `WAIT` run on a connection of their own (a small pool), never on
+    /// the connection other calls share, so a long `timeout` (up to `Duration::MAX`, which
+    /// saturates) only makes the waiting call wait. In a cluster, `WAIT` goes over the
+    /// cluster connection, so its timeout is clamped to ¾ of the response timeout.
+    ///
     /// ```
     /// use std::time::Duration;
     /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
@@ -206,18 +212,20 @@ impl RedisStoreBuilder {
     }
 
     /// Keeps completed records this process read from or wrote to Redis in memory, up to
-    /// `max_bytes` (values plus ~128 bytes per entry), each for at most `bound`: a repeat
-    /// hit within `bound` is answered without a command. Off by default.
+    /// `max_bytes` (values plus ~128 bytes per entry): a repeat hit is answered without a
+    /// command. Off by default. See the [`RedisStore`'s documentation](RedisStore#near-cache)
+    /// for the guarantees.
     ///
-    /// The guarantee: a record that Redis no longer holds — `forget` from any process, or
-    /// expired — may still be replayed by this process for up to `bound` after it was last
-    /// read here; never longer. Claims are never cached, so one body at a time still holds
-    /// across processes. Choose `bound` as the staleness you accept after a `forget`.
+    /// In short: each entry lives at most `bound` (`Duration::MAX` saturates) and never
+    /// longer than the record's own remaining TTL; on one server, Redis client-side caching
+    /// (`CLIENT TRACKING` on a RESP3 connection of its own) drops an entry about one round
+    /// trip after the record changes in any process, and `bound` is the fallback while
+    /// that connection is down. Claims are never cached.
     ///
     /// ```
     /// use std::time::Duration;
     /// let builder = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
-    ///     .near_cache(16 << 20, Duration::from_millis(500));
+    ///     .near_cache(16 << 20, Duration::from_secs(60));
     /// # drop(builder);
     /// ```
     pub fn near_cache(mut self, max_bytes: u64, bound: Duration) -> Self {
@@ -252,11 +260,18 @@ impl RedisStoreBuilder {
             .saturating_add(longest.saturating_mul(retries_u32))
             .saturating_add(self.response_timeout);
         let target = describe(&self.target);
+        // One server's client, also for the tracking and `WAIT` connections.
+        let single = match &self.target {
+            Target::Single(url) => {
+                Some(redis::Client::open(url.as_str()).map_err(|err| connect_error(&target, err))?)
+            }
+            #[cfg(feature = "redis-cluster")]
+            Target::Cluster(_) => None,
+        };
         let connecting = async {
             match &self.target {
-                Target::Single(url) => {
-                    let client = redis::Client::open(url.as_str())
-                        .map_err(|err| connect_error(&target, err))?;
+                Target::Single(_) => {
+                    let client = single.clone().expect("a client for one server");
                     let config = ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(self.connect_timeout))
                         .set_response_timeout(Some(self.response_timeout))
@@ -309,13 +324,44 @@ impl RedisStoreBuilder {
         for script in [&SCRIPTS.renew, &SCRIPTS.complete, &SCRIPTS.release] {
             runner.load(script).await?;
         }
+        let replicas = self.replicas.map(|replicas| match &single {
+            Some(client) => Waiter::single(replicas, client.clone(), self.connect_timeout),
+            // The cluster connection is shared: its `WAIT` ends well before the reply
+            // timeout, so it never makes other calls on the node time out.
+            #[cfg(feature = "redis-cluster")]
+            None => Waiter::cluster(replicas.at_most(self.response_timeout * 3 / 4)),
+            #[cfg(not(feature = "redis-cluster"))]
+            None => unreachable!("one server unless the cluster feature is on"),
+        });
+        let near = match (self.near, &single) {
+            (None, _) => None,
+            (Some((bytes, bound)), client) => {
+                let tracked = Arc::new(Tracked::new(NearCache::new(bytes, bound), &self.prefix));
+                if let Some(client) = client {
+                    tracking::spawn(
+                        &tracked,
+                        client,
+                        self.connect_timeout,
+                        self.response_timeout,
+                    )
+                    .map_err(|err| connect_error(&runner.target, err))?;
+                    // Up before the first call when the server allows it; else the bound
+                    // applies until it is.
+                    let deadline = tokio::time::Instant::now() + self.connect_timeout;
+                    while tracked.connection().is_none() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                Some(tracked)
+            }
+        };
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 runner,
                 prefix: self.prefix,
                 poll: self.poll,
-                replicas: self.replicas,
-                near: self.near.map(|(bytes, bound)| NearCache::new(bytes, bound)),
+                replicas,
+                near,
             }),
         })
     }

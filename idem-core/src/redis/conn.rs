@@ -102,6 +102,19 @@ impl Runner {
         .await
     }
 
+    /// Runs a pipeline within the operation bound; see [`Runner::bounded`].
+    pub(super) async fn pipeline(
+        &self,
+        what: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<RedisResult<Vec<Value>>, Error> {
+        self.bounded(
+            what,
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
+    }
+
     /// Runs `cmd`, which names no key, on the node that holds `key` (the one server, or
     /// that key's primary in a cluster), within the operation bound; see
     /// [`Runner::bounded`].
@@ -124,13 +137,6 @@ impl Runner {
                 .await
             }
         }
-    }
-
-    /// Runs one command within the operation bound; any failure is an [`Error::Store`].
-    pub(super) async fn run(&self, what: &'static str, cmd: &Cmd) -> Result<Value, Error> {
-        self.query(what, cmd)
-            .await?
-            .map_err(|err| self.failed(what, err))
     }
 
     /// Invokes a script (`EVALSHA`, loading it when the server answers `NOSCRIPT`) within

@@ -37,7 +37,8 @@
 //!
 //! `wire` (values, scripts, replies), `token` (fencing tokens), `conn` (the connection and
 //! the bound on each operation), `cluster` (following slot migrations), `replicas` (waiting
-//! for replicas' acknowledgements), `near` (the near-cache), `builder` (settings and
+//! for replicas' acknowledgements on connections of their own), `near` (the near-cache),
+//! `tracking` (its invalidation through client-side caching), `builder` (settings and
 //! connecting), `store` (the [`Store`] impl).
 
 mod builder;
@@ -48,6 +49,7 @@ mod near;
 mod replicas;
 mod store;
 mod token;
+mod tracking;
 mod wire;
 
 use std::fmt;
@@ -86,6 +88,74 @@ use conn::Runner;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Near-cache
+///
+/// [`near_cache(max_bytes, bound)`](RedisStoreBuilder::near_cache) keeps completed records
+/// in memory, so a repeat hit sends no command:
+///
+/// - **Filled** when a claim finds a completed record (one more round trip, `GET` and
+///   `PTTL`, on that first replay only) and after a `complete`.
+/// - **Life**: at most `bound`, and never longer than the record's remaining TTL in Redis
+///   (read with it), so two stores never disagree because one replays an expired record.
+/// - **Invalidation** (one server): the store keeps one RESP3 connection with
+///   `CLIENT TRACKING ON`, and the near-cache reads what it keeps over it, so Redis pushes
+///   an `invalidate` message when such a key changes — a `forget` or rerun from any process,
+///   an expiry, an eviction, a `FLUSHALL` — and the entry is dropped when it arrives, about
+///   one round trip after the change. The main connection stays RESP2/3 as the URL says.
+/// - **Fallback**: while the tracking connection is down (not yet up, killed, a server
+///   without RESP3, or a Redis Cluster, which this store does not track), the near-cache is
+///   flushed when it goes down and again when it comes back, and an entry filled meanwhile
+///   may be replayed for up to `bound` after the record changed, never longer. A `PING`
+///   each second finds a connection that died silently. Choose `bound` as the staleness
+///   you accept then.
+/// - **No late re-insert**: a `forget` through this store clears its own entry before and
+///   after it removes the key, and a lookup or `complete` whose reply arrives after a `forget` or
+///   an invalidation is not kept (each fill checks a per-key-slot change counter taken
+///   before its read was sent).
+/// - Claims are never cached, so "one live holder" across processes is unchanged.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use idem_core::store::Store;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), idem_core::Error> {
+/// let store = idem_core::RedisStore::builder("redis://127.0.0.1:6379")
+///     .near_cache(16 << 20, Duration::from_secs(60)) // 16 MiB; 60 s without tracking
+///     .build()
+///     .await?;
+/// let key = idem_core::KeyHasher::unkeyed().key(&["charge"], &"order-1")?;
+/// // Nothing stored yet: `false`, whatever the near-cache holds.
+/// assert!(!store.forget(&key).await?);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # `forget`
+///
+/// [`Store::forget`] (and [`forget`](crate::forget), [`forget_call`](crate::forget_call))
+/// is one `GETDEL`. Its three cases:
+///
+/// - a completed record was there: removed, `Ok(true)`;
+/// - a running claim was there: removed, `Ok(true)` (as on every store), and a warning
+///   event under target `idem` says that it was a running claim, not a record: its
+///   holder's `renew` and `complete` find the key absent, so its result is not stored and
+///   the next call runs the body;
+/// - nothing was there: `Ok(false)`.
+///
+/// A key of another Redis type is [`Error::Codec`] and is left in place.
+///
+/// # Waiting for replicas
+///
+/// With [`wait_for_replicas(n, timeout)`](RedisStoreBuilder::wait_for_replicas), a claim
+/// is taken on the shared connection as usual; then, on a connection of its own from a
+/// small pool (at most 8 idle), the claim is renewed (the write `WAIT` counts: `WAIT`
+/// counts the writes of the connection it is sent on) and `WAIT n timeout` is sent. A
+/// `complete` and its `WAIT` run on such a connection too. So a `WAIT` never blocks the
+/// connection other calls share, whatever its timeout; a claim it timed out is released
+/// over the shared connection at once. In a cluster the timeout is clamped to ¾ of the
+/// response timeout instead.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -96,9 +166,9 @@ struct Inner {
     prefix: String,
     poll: Backoff,
     /// Replicas to wait for after a claim and a `complete` (`WAIT`), if set.
-    replicas: Option<replicas::Replicas>,
-    /// Completed records recently seen, if the near-cache is on.
-    near: Option<near::NearCache>,
+    replicas: Option<replicas::Waiter>,
+    /// Completed records recently seen, and their tracking, if the near-cache is on.
+    near: Option<Arc<tracking::Tracked>>,
 }
 
 impl RedisStore {

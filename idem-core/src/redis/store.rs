@@ -7,9 +7,10 @@ use redis::Value;
 
 use super::RedisStore;
 use super::token::new_token;
+use super::tracking::Tracked;
 use super::wire::{
-    CLAIM_PREFIX_LEN, SCRIPTS, claim_prefix, claim_prefix_into, encode_record, int_reply,
-    millis_arg, millis_into, parse_claim, redis_key_into, unexpected,
+    CLAIM_PREFIX_LEN, SCRIPTS, claim_prefix, claim_prefix_into, encode_record, int_reply, is_claim,
+    is_record, millis_arg, millis_into, parse_claim, parse_record, redis_key_into,
 };
 use crate::backoff::Backoff;
 use crate::error::Error;
@@ -57,6 +58,68 @@ impl RedisStore {
             }
         });
     }
+
+    /// Reads the record of `key` with its remaining TTL (`GET`, `PTTL`) into the
+    /// near-cache: on the tracking connection while it is up, so Redis will say when the
+    /// key changes, else on the shared one (the bound applies). A failed read keeps
+    /// nothing; the caller already has its answer.
+    async fn fill_near(&self, near: &Tracked, key: &Key) {
+        let ticket = near.cache.ticket(key);
+        let redis_key = self.redis_key(key);
+        let mut read = redis::pipe();
+        read.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+        let reply = match near.connection() {
+            Some(mut conn) => tokio::time::timeout(
+                self.inner.runner.op_timeout,
+                read.query_async::<Vec<Value>>(&mut conn),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            None => self
+                .inner
+                .runner
+                .pipeline("near-cache read", &read)
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        let Some([value, Value::Int(pttl)]) = reply.as_deref() else {
+            return;
+        };
+        let remaining = match u64::try_from(*pttl) {
+            Ok(ms) => Duration::from_millis(ms),
+            // -1: no expiry (set by hand); the bound applies.
+            Err(_) if *pttl == -1 => Duration::MAX,
+            // -2: gone.
+            Err(_) => return,
+        };
+        if let Some(record) = parse_record(value) {
+            near.cache.fill(key, ticket, &Arc::new(record), remaining);
+        }
+    }
+}
+
+/// What a `forget` removed (`GETDEL`'s reply): `true` for a completed record or a running
+/// claim, as on every store; a claim is reported as such by a warning event (its holder's
+/// result will not be stored).
+fn forgotten(key: &Key, removed: Value) -> bool {
+    match removed {
+        Value::Nil => false,
+        Value::BulkString(bytes) if is_record(&bytes) => true,
+        Value::BulkString(bytes) if is_claim(&bytes) => {
+            tracing::warn!(
+                target: "idem",
+                key = %key,
+                "idem: forget removed a running claim, not a record: its holder's result will not be stored"
+            );
+            true
+        }
+        _ => {
+            tracing::warn!(target: "idem", key = %key, "idem: forget removed a value that is not an idem record");
+            true
+        }
+    }
 }
 
 impl Store for RedisStore {
@@ -67,7 +130,12 @@ impl Store for RedisStore {
         lease: Duration,
     ) -> BoxFuture<'a, Result<Claim, Error>> {
         Box::pin(async move {
-            if let Some(record) = self.inner.near.as_ref().and_then(|near| near.get(key)) {
+            if let Some(record) = self
+                .inner
+                .near
+                .as_ref()
+                .and_then(|near| near.cache.get(key))
+            {
                 return Ok(Claim::Completed(record));
             }
             let token = new_token();
@@ -113,20 +181,33 @@ impl Store for RedisStore {
                     Err(self.inner.runner.failed("claim", err))
                 }
             }?;
-            if let (Claim::Claimed { .. }, Some(replicas)) = (&claim, self.inner.replicas)
-                && let Err(err) = self
-                    .inner
-                    .runner
-                    .wait_for_replicas("claim", &self.redis_key(key), replicas)
-                    .await
-            {
+            if let (Claim::Claimed { token, .. }, Some(waiter)) = (&claim, &self.inner.replicas) {
                 // Fail closed: the body does not run on a claim a failover could lose.
-                // Released so that a retry need not wait for the lease.
-                let _ = self.release(key, token).await;
-                return Err(err);
+                // The `WAIT` runs on a connection of its own (never the shared one); the
+                // claim's renewal there is the write it waits for.
+                let redis_key = self.redis_key(key);
+                let mut renew = SCRIPTS.renew.key(&redis_key);
+                renew.arg(claim_prefix(*token)).arg(millis_arg(lease));
+                let acknowledged = waiter
+                    .write_and_wait(&self.inner.runner, "claim", &redis_key, &renew)
+                    .await
+                    .and_then(|kept| {
+                        kept.then_some(()).ok_or_else(|| {
+                            Error::store(format!(
+                                "redis claim on {}: the claim was removed before replicas acknowledged it",
+                                self.inner.runner.target
+                            ))
+                        })
+                    });
+                if let Err(err) = acknowledged {
+                    // Released so that a retry need not wait for the lease (on the shared
+                    // connection, which the `WAIT` never blocks).
+                    let _ = self.release(key, *token).await;
+                    return Err(err);
+                }
             }
-            if let (Claim::Completed(record), Some(near)) = (&claim, &self.inner.near) {
-                near.insert(key, record);
+            if let (Claim::Completed(_), Some(near)) = (&claim, &self.inner.near) {
+                self.fill_near(near, key).await;
             }
             Ok(claim)
         })
@@ -154,23 +235,40 @@ impl Store for RedisStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
-            let mut invocation = SCRIPTS.complete.key(self.redis_key(key));
+            let ticket = self.inner.near.as_ref().map(|near| near.cache.ticket(key));
+            let redis_key = self.redis_key(key);
+            let mut invocation = SCRIPTS.complete.key(&redis_key);
             invocation
                 .arg(claim_prefix(token))
                 .arg(encode_record(&record))
                 .arg(millis_arg(ttl));
-            let reply = self.inner.runner.invoke("complete", &invocation).await?;
-            let stored = int_reply("complete", reply)?;
-            if stored && let Some(replicas) = self.inner.replicas {
+            let stored = match &self.inner.replicas {
                 // Not acknowledged: reported as a store error (the caller still gets its
                 // result); a retry of `complete` finds its own record and waits again.
-                self.inner
-                    .runner
-                    .wait_for_replicas("complete", &self.redis_key(key), replicas)
-                    .await?;
-            }
-            if stored && let Some(near) = &self.inner.near {
-                near.insert(key, &record);
+                Some(waiter) => {
+                    waiter
+                        .write_and_wait(&self.inner.runner, "complete", &redis_key, &invocation)
+                        .await?
+                }
+                None => {
+                    let reply = self.inner.runner.invoke("complete", &invocation).await?;
+                    int_reply("complete", reply)?
+                }
+            };
+            if stored && let (Some(near), Some(ticket)) = (&self.inner.near, ticket) {
+                if near.connection().is_some() {
+                    // Tracked: the record must be read on the tracking connection to be
+                    // invalidated later; read off the caller's path.
+                    let store = self.clone();
+                    let key = *key;
+                    tokio::spawn(async move {
+                        if let Some(near) = &store.inner.near {
+                            store.fill_near(near, &key).await;
+                        }
+                    });
+                } else {
+                    near.cache.fill(key, ticket, &record, ttl);
+                }
             }
             Ok(stored)
         })
@@ -187,15 +285,23 @@ impl Store for RedisStore {
 
     fn forget<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
+            // Before, so no hit answers from memory from now on; after, so that a lookup
+            // or `complete` whose reply comes back late is not kept either.
             if let Some(near) = &self.inner.near {
-                near.remove(key);
+                near.cache.remove(key);
             }
-            let mut del = redis::cmd("DEL");
-            del.arg(self.redis_key(key));
-            let reply = self.inner.runner.run("forget", &del).await?;
-            match reply {
-                Value::Int(n) => Ok(n > 0),
-                other => Err(unexpected("forget", &other)),
+            let mut getdel = redis::cmd("GETDEL");
+            getdel.arg(self.redis_key(key));
+            let reply = self.inner.runner.query("forget", &getdel).await;
+            if let Some(near) = &self.inner.near {
+                near.cache.remove(key);
+            }
+            match reply? {
+                Ok(removed) => Ok(forgotten(key, removed)),
+                Err(err) if err.code() == Some("WRONGTYPE") => Err(Error::codec(
+                    "the record's Redis key holds a value of another type than a string; not removed",
+                )),
+                Err(err) => Err(self.inner.runner.failed("forget", err)),
             }
         })
     }
@@ -206,7 +312,7 @@ impl Store for RedisStore {
         _fingerprint: &Fingerprint,
         _lease: Duration,
     ) -> Option<Result<Claim, Error>> {
-        let record = self.inner.near.as_ref()?.get(key)?;
+        let record = self.inner.near.as_ref()?.cache.get(key)?;
         Some(Ok(Claim::Completed(record)))
     }
 

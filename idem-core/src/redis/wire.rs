@@ -102,7 +102,7 @@ fn decimal(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
 /// Whether `bytes` is a claim value this version writes or understands: tag, version, 32
 /// lowercase hex digits of token, then nothing (this version) or the decimal deadline that
 /// earlier versions wrote (a claim of a process not yet upgraded during a deploy).
-fn is_claim(bytes: &[u8]) -> bool {
+pub(super) fn is_claim(bytes: &[u8]) -> bool {
     match bytes {
         [CLAIM_TAG, RECORD_VERSION, rest @ ..] if rest.len() >= CLAIM_PREFIX_LEN - 2 => {
             let (token, deadline) = rest.split_at(CLAIM_PREFIX_LEN - 2);
@@ -192,6 +192,20 @@ fn decode_owned_record(mut bytes: Vec<u8>) -> Result<Record, Error> {
     };
     bytes.drain(..RECORD_HEADER_LEN);
     Ok(Record::new(fingerprint, bytes))
+}
+
+/// Whether `bytes` starts like a completed record of this version.
+pub(super) fn is_record(bytes: &[u8]) -> bool {
+    bytes.len() >= RECORD_HEADER_LEN && bytes[0] == RECORD_TAG && bytes[1] == RECORD_VERSION
+}
+
+/// The completed record in a `GET` reply; `None` for anything else (absent, a claim, a
+/// value this version cannot read).
+pub(super) fn parse_record(reply: &Value) -> Option<Record> {
+    match reply {
+        Value::BulkString(bytes) if is_record(bytes) => decode_record(bytes).ok(),
+        _ => None,
+    }
 }
 
 /// A reply of a shape the command never gives.

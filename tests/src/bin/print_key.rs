@@ -8,7 +8,7 @@ use tests::TestError;
 #[idem_core::idempotent(name = "tests.cross_process.v1")]
 async fn cross_process(order: String, lines: HashMap<String, u64>) -> Result<String, TestError> {
     let _ = (order, lines);
-    Ok(idem_core::current_key().expect("inside the body"))
+    Ok(idem_core::current_key().expect("inside the body").to_hex())
 }
 
 #[tokio::main(flavor = "current_thread")]

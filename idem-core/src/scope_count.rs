@@ -6,11 +6,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The number of running scopes of one kind.
-pub(crate) struct Scopes(AtomicUsize);
+pub(crate) struct ScopeCount(AtomicUsize);
 
-impl Scopes {
-    pub(crate) const fn new() -> Scopes {
-        Scopes(AtomicUsize::new(0))
+impl ScopeCount {
+    pub(crate) const fn new() -> ScopeCount {
+        ScopeCount(AtomicUsize::new(0))
     }
 
     /// Whether a scope of this kind runs anywhere (a call must then look for its own).
@@ -27,8 +27,8 @@ impl Scopes {
     }
 }
 
-/// One running scope, counted in its [`Scopes`] until dropped.
-pub(crate) struct Entered(&'static Scopes);
+/// One running scope, counted in its [`ScopeCount`] until dropped.
+pub(crate) struct Entered(&'static ScopeCount);
 
 impl Drop for Entered {
     fn drop(&mut self) {

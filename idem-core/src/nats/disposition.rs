@@ -1,4 +1,4 @@
-//! What a handler's result means to the broker: the answer, and which errors are whose.
+//! [`Disposition`]: what a handler's result means to the broker — the answer, and which errors are whose.
 
 use std::time::Duration;
 
@@ -7,14 +7,14 @@ use crate::error::Error;
 /// How [`Processor::process`](super::Processor::process) answered the broker for one message.
 ///
 /// ```
-/// use idem_core::nats::Outcome;
+/// use idem_core::nats::Disposition;
 ///
-/// assert_eq!(Outcome::Acked.as_str(), "acked");
-/// assert!(Outcome::Mismatch.is_terminal());
+/// assert_eq!(Disposition::Acked.as_str(), "acked");
+/// assert!(Disposition::Mismatch.is_terminal());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Outcome {
+pub enum Disposition {
     /// The handler's outcome is stored — it ran now, or ran before and was replayed — and
     /// the broker confirmed the ack (`+ACK`, double ack).
     Acked,
@@ -38,45 +38,55 @@ pub enum Outcome {
     /// The handler said the error is permanent ([`HandlerError::is_permanent`]):
     /// terminated (`+TERM`).
     Permanent,
+    /// The handler failed (or its key was in progress elsewhere) on the message's last
+    /// allowed delivery — the consumer's `max_deliver`, or the processor's
+    /// [fallback](super::ProcessorBuilder::fallback_max_deliver) when that is unlimited:
+    /// terminated (`+TERM`) with an error event, after its dead letter was stored when a
+    /// dead-letter subject is set.
+    Exhausted,
     /// The answer did not reach the broker (connection lost, double ack not confirmed):
     /// the broker redelivers after its `AckWait`, and the redelivery is replayed.
     AnswerLost,
 }
 
-impl Outcome {
+impl Disposition {
     /// The name used in tracing events: `acked`, `in_progress`, `retry`, `mismatch`,
-    /// `undecodable`, `permanent`, `answer_lost`.
+    /// `undecodable`, `permanent`, `exhausted`, `answer_lost`.
     ///
     /// ```
     /// use std::time::Duration;
-    /// use idem_core::nats::Outcome;
+    /// use idem_core::nats::Disposition;
     ///
-    /// assert_eq!(Outcome::Retry { delay: Duration::from_secs(1) }.as_str(), "retry");
+    /// assert_eq!(Disposition::Retry { delay: Duration::from_secs(1) }.as_str(), "retry");
     /// ```
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Acked => "acked",
-            Outcome::InProgress { .. } => "in_progress",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Mismatch => "mismatch",
-            Outcome::Undecodable => "undecodable",
-            Outcome::Permanent => "permanent",
-            Outcome::AnswerLost => "answer_lost",
+            Disposition::Acked => "acked",
+            Disposition::InProgress { .. } => "in_progress",
+            Disposition::Retry { .. } => "retry",
+            Disposition::Mismatch => "mismatch",
+            Disposition::Undecodable => "undecodable",
+            Disposition::Permanent => "permanent",
+            Disposition::Exhausted => "exhausted",
+            Disposition::AnswerLost => "answer_lost",
         }
     }
 
     /// Whether the message was terminated (`+TERM`): the broker will not deliver it again.
     ///
     /// ```
-    /// use idem_core::nats::Outcome;
+    /// use idem_core::nats::Disposition;
     ///
-    /// assert!(Outcome::Undecodable.is_terminal());
-    /// assert!(!Outcome::Acked.is_terminal());
+    /// assert!(Disposition::Undecodable.is_terminal());
+    /// assert!(!Disposition::Acked.is_terminal());
     /// ```
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Outcome::Mismatch | Outcome::Undecodable | Outcome::Permanent
+            Disposition::Mismatch
+                | Disposition::Undecodable
+                | Disposition::Permanent
+                | Disposition::Exhausted
         )
     }
 }

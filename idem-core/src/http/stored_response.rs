@@ -26,7 +26,7 @@ const KIND_STREAMED: u8 = b'S';
 
 /// A response as a retry gets it back.
 #[derive(Debug)]
-pub(crate) enum Stored {
+pub(crate) enum StoredResponse {
     /// The whole response.
     Replayable {
         status: StatusCode,
@@ -81,7 +81,7 @@ pub(crate) fn encode_streamed(status: StatusCode) -> Vec<u8> {
 }
 
 /// Reads a stored response; the body shares the record's bytes.
-pub(crate) fn decode(record: &Arc<Record>) -> Result<Stored, Error> {
+pub(crate) fn decode(record: &Arc<Record>) -> Result<StoredResponse, Error> {
     let mut input = Input {
         bytes: record.value(),
         at: 0,
@@ -100,7 +100,7 @@ pub(crate) fn decode(record: &Arc<Record>) -> Result<Stored, Error> {
     let kind = input.take(1)?[0];
     let status = StatusCode::from_u16(input.u16()?).map_err(Error::codec)?;
     match kind {
-        KIND_STREAMED => Ok(Stored::Streamed { status }),
+        KIND_STREAMED => Ok(StoredResponse::Streamed { status }),
         KIND_REPLAYABLE => {
             let count = input.u16()?;
             // Room for the `Idempotent-Replayed` header the replay adds: a map that grows
@@ -118,7 +118,7 @@ pub(crate) fn decode(record: &Arc<Record>) -> Result<Stored, Error> {
                 headers.append(name, value);
             }
             let body = whole.slice(input.at..);
-            Ok(Stored::Replayable {
+            Ok(StoredResponse::Replayable {
                 status,
                 headers,
                 body,
@@ -220,7 +220,7 @@ mod tests {
         headers.insert("x-hop", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         let value = encode_replayable(StatusCode::CREATED, &headers, &[], b"{\"id\":1}").unwrap();
-        let Stored::Replayable {
+        let StoredResponse::Replayable {
             status,
             headers,
             body,
@@ -240,7 +240,7 @@ mod tests {
         let value = encode_streamed(StatusCode::OK);
         assert!(matches!(
             decode(&record(value.clone())).unwrap(),
-            Stored::Streamed {
+            StoredResponse::Streamed {
                 status: StatusCode::OK
             }
         ));
