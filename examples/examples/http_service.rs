@@ -26,7 +26,8 @@
 //!
 //! `IDEM_CHARGE_LOG=path` appends one line per charge the provider made (user, key,
 //! charge id) — the side effect itself, which the exactly-once drill counts;
-//! `IDEM_HTTP_UNPROTECTED=1` serves without the layer (the drill's control run).
+//! `IDEM_HTTP_UNPROTECTED=1` serves without the layer (the drill's control run);
+//! `IDEM_LEASE_MS` sets the layer's lease (the drill's killed servers hold keys that long).
 //!
 //! Ctrl-C (or SIGTERM) stops accepting, then waits for running charges (the layer's drain
 //! handle), so a deploy does not cut a charge off halfway.
@@ -123,7 +124,8 @@ async fn create_charge(
         let mut log = log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = writeln!(log, "{}\t{key}\t{id}", user.0);
+        // One write per line: two processes append to the same file.
+        let _ = log.write_all(format!("{}\t{key}\t{id}\n", user.0).as_bytes());
     }
     let charge = Charge {
         id,
@@ -315,9 +317,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         orders,
     };
     let unprotected = std::env::var("IDEM_HTTP_UNPROTECTED").is_ok_and(|v| v == "1");
-    let layer = IdempotencyLayer::new()
+    let mut layer = IdempotencyLayer::new()
         .namespace("payments")
         .scope_from_extension::<UserId>();
+    if let Some(ms) = std::env::var("IDEM_LEASE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        layer = layer.lease(Duration::from_millis(ms));
+    }
     let drain = layer.drain();
     let charges = Router::new().route("/charges", post(create_charge).get(charges_made));
     let orders = Router::new().route("/orders", post(post_order));

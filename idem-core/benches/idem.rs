@@ -545,6 +545,9 @@ fn main() {
         memory_child(&args[i + 1]);
         return;
     }
+    if args.iter().any(|a| a == "--bench") {
+        common::machine::print_machine();
+    }
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         profile(&args[i + 1], args[i + 2].parse().unwrap());
         return;

@@ -15,6 +15,9 @@
 //! `IDEM_BENCH_PAIRS` the number of pairs (default 2000).
 #![allow(missing_docs)]
 
+#[path = "common/machine.rs"]
+mod machine;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -109,6 +112,9 @@ fn us(ns: f64) -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    if std::env::args().any(|a| a == "--bench") {
+        machine::print_machine();
+    }
     let url = std::env::var("IDEM_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
     let pairs: u64 = std::env::var("IDEM_BENCH_PAIRS")

@@ -6,7 +6,11 @@
 //! machine, so latency is measured in a paired loop: each iteration runs the raw command
 //! and the idem call back to back (alternating which goes first), and the table gives the
 //! median per-iteration extra. Command counts come from `SLOWLOG` (client commands) and
-//! `INFO commandstats` (everything Redis ran, script internals included).
+//! `INFO commandstats` (everything Redis ran, script internals included). The private
+//! server runs with persistence off (`--save ''`, `--appendonly no`), and the bench prints
+//! the machine first. `--profile-hit N`, `--profile-raw-claim N`, `--profile-moka-hit N`,
+//! `--profile-first N` and `--profile-raw-pair N` run one path N times for callgrind (see
+//! `run`).
 #![allow(missing_docs)]
 
 mod common;
@@ -413,16 +417,25 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    common::machine::print_machine();
     let server = Server::start();
     let url = server.url();
     URL.set(url.clone()).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // A profile runs on the calling thread alone: worker threads that park and steal
+    // between replies add instructions that vary from run to run.
+    let profiling = std::env::args().any(|a| a.starts_with("--profile-"));
+    let rt = if profiling {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        builder
+    }
+    .enable_all()
+    .build()
+    .unwrap();
     rt.block_on(run(url.clone()));
-    if !std::env::args().any(|a| a == "--profile-hit") {
+    if !profiling {
         near_cache(&rt, &url);
     }
     drop(server);
@@ -498,12 +511,86 @@ async fn run(url: String) {
     let lua_get = redis::Script::new("return redis.call('GET', KEYS[1])");
     let _: Option<Vec<u8>> = lua_get.key(&hit_key).invoke_async(&mut raw).await.unwrap();
     let lua_sha = lua_get.get_hash().to_owned();
-    // `--profile-hit N`: N sequential hits, then exit (for callgrind).
+    // `--profile-hit N`: N sequential hits, then exit (for callgrind). Beside it, the two
+    // parts of a hit's instruction budget: `--profile-raw-claim N`, N raw
+    // `SET .. NX PX .. GET` on the record over the same connection type, and
+    // `--profile-moka-hit N`, N hits of the same function on a `MokaStore`.
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--profile-hit") {
-        let n: usize = args[i + 1].parse().unwrap();
+    let profiled = |flag: &str| {
+        let i = args.iter().position(|a| a == flag)?;
+        Some(args[i + 1].parse::<usize>().unwrap())
+    };
+    if let Some(n) = profiled("--profile-hit") {
         for _ in 0..n {
             black_box(charge_redis(&hit_req).await.unwrap());
+        }
+        return;
+    }
+    if let Some(n) = profiled("--profile-raw-claim") {
+        for _ in 0..n {
+            let v: Option<Vec<u8>> = redis::cmd("SET")
+                .arg(&hit_key)
+                .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
+                .arg("NX")
+                .arg("PX")
+                .arg(60_000)
+                .arg("GET")
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            black_box(v.unwrap());
+        }
+        return;
+    }
+    // `--profile-first N` and `--profile-raw-pair N`: N first calls on new keys, and N
+    // hand-written claim + complete pairs (`SET NX PX`, `SET XX PX`).
+    if let Some(n) = profiled("--profile-first") {
+        let reqs: Vec<Request> = (0..n)
+            .map(|i| request(format!("profile-first-{i}")))
+            .collect();
+        for req in &reqs {
+            black_box(charge_redis(req).await.unwrap());
+        }
+        return;
+    }
+    if let Some(n) = profiled("--profile-raw-pair") {
+        let value: Vec<u8> = redis::cmd("GET")
+            .arg(&hit_key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..n).map(|i| format!("profile-pair:{i}")).collect();
+        for key in &keys {
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
+                .arg("NX")
+                .arg("PX")
+                .arg(30_000)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            let stored: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(value.as_slice())
+                .arg("XX")
+                .arg("PX")
+                .arg(600_000)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            black_box((claimed.unwrap(), stored.unwrap()));
+        }
+        return;
+    }
+    if let Some(n) = profiled("--profile-moka-hit") {
+        MOKA_STORE
+            .set(SharedStore::new(idem_core::MokaStore::new()))
+            .ok()
+            .unwrap();
+        charge_moka(&hit_req).await.unwrap();
+        for _ in 0..n {
+            black_box(charge_moka(&hit_req).await.unwrap());
         }
         return;
     }
@@ -705,6 +792,115 @@ async fn run(url: String) {
                 fmt_server_time(&native_server),
             ],
         ],
+    );
+
+    // --- 64 tasks, first calls on distinct keys ------------------------------------------
+    // Every call a new key: idem's claim, body and complete beside the pair a hand-written
+    // client would send (claim with `SET NX PX`, then the result with `SET XX PX`), on the
+    // same connection type. Two rounds each, alternating, every round on fresh keys.
+    let record_value: Vec<u8> = redis::cmd("GET")
+        .arg(&hit_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let record_value = Arc::new(record_value);
+    let mut first_rows = Vec::new();
+    let (mut idem_total, mut pair_total) = (0.0, 0.0);
+    for round in 0..4 {
+        let idem_turn = round % 2 == 1;
+        reset_stats(&mut admin).await;
+        let r = if idem_turn {
+            let reqs: Vec<Arc<Vec<Request>>> = (0..TASKS)
+                .map(|t| {
+                    Arc::new(
+                        (0..CALLS)
+                            .map(|i| request(format!("redis-first-r{round}-t{t}-c{i}")))
+                            .collect(),
+                    )
+                })
+                .collect();
+            run_tasks!(|t: usize| {
+                let rs = Arc::clone(&reqs[t]);
+                timed_task!(|i| charge_redis(&rs[i]).await.unwrap())
+            })
+        } else {
+            let keys: Vec<Arc<Vec<String>>> = (0..TASKS)
+                .map(|t| {
+                    Arc::new(
+                        (0..CALLS)
+                            .map(|i| format!("raw:first:r{round}:t{t}:c{i}"))
+                            .collect(),
+                    )
+                })
+                .collect();
+            run_tasks!(|t: usize| {
+                let keys = Arc::clone(&keys[t]);
+                let value = Arc::clone(&record_value);
+                let mut conn = raw.clone();
+                timed_task!(|i| {
+                    let claimed: Option<String> = redis::cmd("SET")
+                        .arg(&keys[i])
+                        .arg("claim-placeholder-of-50-bytes-xxxxxxxxxxxxxxxxxxxxx")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(30_000)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    assert!(claimed.is_some(), "a fresh key is claimed");
+                    let stored: Option<String> = redis::cmd("SET")
+                        .arg(&keys[i])
+                        .arg(value.as_slice())
+                        .arg("XX")
+                        .arg("PX")
+                        .arg(600_000)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    stored.unwrap()
+                })
+            })
+        };
+        if idem_turn {
+            idem_total += r.0;
+        } else {
+            pair_total += r.0;
+        }
+        first_rows.push(vec![
+            format!(
+                "round {}: {}",
+                round + 1,
+                if idem_turn {
+                    "idem RedisStore first call (claim + body + complete)"
+                } else {
+                    "hand-written pair: SET NX PX, then SET XX PX of the result"
+                }
+            ),
+            format!("{:.1} k/s", r.0 / 1e3),
+            fmt_ns(r.1 as f64),
+            fmt_ns(r.2 as f64),
+            fmt_server_time(&server_time(&mut admin).await),
+        ]);
+    }
+    first_rows.push(vec![
+        "idem / hand-written pair (sum of rounds)".into(),
+        format!("{:.2}×", idem_total / pair_total),
+        String::new(),
+        "target ≥ 0.8×".into(),
+        String::new(),
+    ]);
+    print_table(
+        &format!(
+            "Redis: {TASKS} tasks × {CALLS} first calls, each on a new key, 2 workers, ConnectionManager"
+        ),
+        &[
+            "variant",
+            "throughput",
+            "p50",
+            "p99",
+            "server time per command (usec_per_call, calls)",
+        ],
+        &first_rows,
     );
 
     // --- Memory ------------------------------------------------------------------------

@@ -12,7 +12,9 @@ pub use core::time::Duration;
 
 /// Transaction mode (`#[idempotent(transaction = "tx")]`).
 #[cfg(feature = "postgres")]
-pub use crate::postgres::tx as postgres;
+pub mod postgres {
+    pub use crate::postgres::tx::{Begin, TxClaim, begin, finish, installed_store, scope};
+}
 
 use crate::call::Call;
 use crate::error::Error;

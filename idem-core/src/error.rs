@@ -100,6 +100,33 @@ impl Error {
     pub fn codec(err: impl Into<BoxError>) -> Self {
         Error::Codec(err.into())
     }
+
+    /// Whether the store refused this call to break a conflict between transactions, so
+    /// the same call (in transaction mode: the caller's whole transaction, rolled back
+    /// first) may be retried at once: PostgreSQL's serialization failure (`40001`) or
+    /// deadlock (`40P01`). `false` for everything else — an outage or timeout
+    /// ([`Error::Store`]; back off), [`Error::InProgress`] (retry later), and errors a
+    /// retry cannot fix.
+    ///
+    /// ```
+    /// let down = idem_core::Error::store("connection refused");
+    /// assert!(!down.is_retryable());
+    /// assert!(!idem_core::Error::InProgress.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        let Error::Store(source) = self else {
+            return false;
+        };
+        let mut next: Option<&(dyn StdError + 'static)> = Some(&**source);
+        while let Some(err) = next {
+            #[cfg(feature = "postgres")]
+            if crate::postgres::chose_victim(err) {
+                return true;
+            }
+            next = err.source();
+        }
+        false
+    }
 }
 
 /// One error handed to every local duplicate that shared the failed claim (see

@@ -159,6 +159,30 @@ pub(crate) fn purge_failed(error: &Error) {
     );
 }
 
+/// The idem table has no index on `expires_at`: a relation named like its index existed
+/// already, so `CREATE INDEX IF NOT EXISTS` did nothing, and the purge scans the table.
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_expiry_index_missing(table: &dyn fmt::Debug) {
+    tracing::warn!(
+        target: "idem",
+        table = ?table,
+        "idem: the table has no index on expires_at (another relation is named <table>_expires_at?); the purge scans the whole table: create one under another name, or rename that relation",
+    );
+}
+
+/// A record value is larger than the store's `max_record_bytes`: the caller got its
+/// outcome, the store keeps a marker that is not replayable.
+#[cfg(feature = "postgres")]
+pub(crate) fn record_too_large(key: &Key, bytes: usize, max: usize) {
+    tracing::warn!(
+        target: "idem",
+        key = %key,
+        bytes,
+        max,
+        "idem: the result is larger than the store's max_record_bytes; it is not stored, and a retry gets a codec error instead of a replay",
+    );
+}
+
 /// A pooled PostgreSQL connection broke; the statement is tried once more on a new one.
 #[cfg(feature = "postgres")]
 pub(crate) fn pooled_connection_broke(error: &(dyn StdError + 'static)) {

@@ -43,36 +43,39 @@
 
 mod backoff;
 mod call;
-mod codec;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
+mod context;
 mod error;
 mod event;
-mod flight;
-mod global;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod key;
-mod lossless;
 #[cfg(feature = "metrics")]
 mod metrics;
-#[cfg(feature = "moka")]
-mod moka;
 mod namespace;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
-mod observe;
 mod outcome;
-#[cfg(feature = "postgres")]
-mod postgres;
-mod probe;
-#[cfg(any(feature = "redis", feature = "postgres"))]
-mod redact;
-#[cfg(feature = "redis")]
-mod redis;
-mod scope_count;
 mod spec;
 pub mod store;
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
+
+// The call machinery, the per-task context and the stores each live in one folder; these
+// keep their crate paths short (`crate::global`, `crate::redis`, ...).
+use call::{codec, flight, lossless};
+use context::{global, observe, probe, scope_count};
+#[cfg(feature = "moka")]
+use store::moka;
+#[cfg(feature = "postgres")]
+use store::postgres;
+#[cfg(feature = "redis")]
+use store::redis;
 
 #[doc(hidden)]
 pub mod __private;

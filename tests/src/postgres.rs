@@ -192,3 +192,157 @@ pub fn with_port(url: &str, port: u16) -> String {
     let authority = authority(url);
     url.replacen(&authority, &format!("127.0.0.1:{port}"), 1)
 }
+
+/// A private PostgreSQL cluster (`initdb` + `pg_ctl`) on a free loopback port, in a temp
+/// directory, for the tests that restart the server: the shared server is never touched.
+/// Stopped (immediately) and removed on drop.
+pub struct PrivateCluster {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivateCluster {
+    /// Creates and starts a cluster. Without `initdb` on the PATH the test is skipped
+    /// (with a note), except under `CI=true`, where it panics.
+    pub fn start(name: &str) -> Option<PrivateCluster> {
+        let found = std::process::Command::new("initdb")
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !found {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!(
+                    "initdb is not on the PATH, and CI=true: the PostgreSQL restart tests must run"
+                );
+            }
+            eprintln!("skipped: initdb is not on the PATH");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(unique_table(name));
+        std::fs::create_dir_all(&dir).expect("the cluster's directory");
+        let cluster = PrivateCluster { dir, port };
+        if as_root() {
+            // initdb refuses to run as root: the cluster belongs to `postgres`.
+            cluster.run(
+                "chown",
+                &["-R", "postgres:", cluster.dir.to_str().unwrap()],
+                false,
+            );
+        }
+        let data = cluster.data();
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            true,
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            cluster.dir.display()
+        );
+        let log = cluster.log();
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
+            ],
+            true,
+        );
+        Some(cluster)
+    }
+
+    /// `postgres://postgres@127.0.0.1:{port}/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `pg_ctl restart -m fast`: every connection gets FATAL 57P01 and is closed; returns
+    /// when the server accepts connections again.
+    pub fn restart_fast(&self) {
+        let (data, log) = (self.data(), self.log());
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-m", "fast", "-w", "-t", "60", "restart",
+            ],
+            true,
+        );
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// The server's log (`pg_ctl -l`), so the server never writes to the test's pipes.
+    fn log(&self) -> String {
+        self.dir.join("log").display().to_string()
+    }
+
+    /// Runs a PostgreSQL tool (as `postgres` when this process is root), bounded by the
+    /// tool's own `-t` or its quick exit; panics on failure. Its output goes to a file: a
+    /// server `pg_ctl` starts would hold a pipe open for as long as it runs.
+    fn run(&self, tool: &str, args: &[&str], as_postgres: bool) {
+        let mut command = if as_postgres && as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--", tool]);
+            command
+        } else {
+            std::process::Command::new(tool)
+        };
+        let output = self.dir.join(format!("{tool}.out"));
+        let file = std::fs::File::create(&output).expect("the tool's output file");
+        let status = command
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().expect("the tool's output file"))
+            .stderr(file)
+            .status()
+            .unwrap_or_else(|err| panic!("{tool}: {err}"));
+        assert!(
+            status.success(),
+            "{tool} {args:?} failed: {}",
+            std::fs::read_to_string(&output).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let mut command = if as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--", "pg_ctl"]);
+            command
+        } else {
+            std::process::Command::new("pg_ctl")
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "-w", "-t", "30", "stop"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether this process runs as root (`id -u` is 0).
+fn as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}

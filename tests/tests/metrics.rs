@@ -118,3 +118,61 @@ fn outcomes_are_counted_per_function_and_calls_timed() {
         )])
     );
 }
+
+#[test]
+fn the_client_counts_retries_give_ups_and_replays() {
+    use idem_core::Backoff;
+    use idem_core::client::IdempotentRetry;
+    use std::time::Duration;
+
+    let seen = Arc::new(Seen::default());
+    let recorder = TestRecorder(Arc::clone(&seen));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let server =
+                tests::http_server::TestServer::start(idem_core::http::IdempotencyLayer::new())
+                    .await;
+            let client = reqwest_middleware::ClientBuilder::new(tests::http_server::client())
+                .with(
+                    IdempotentRetry::new()
+                        .backoff(Backoff::new(Duration::from_millis(5)))
+                        .max_attempts(3),
+                )
+                .build();
+            let unavailable = client.post(server.url("/status/503")).send().await.unwrap();
+            assert_eq!(unavailable.status().as_u16(), 503);
+            for _ in 0..2 {
+                let charged = client
+                    .post(server.url("/charges"))
+                    .header("idempotency-key", "metrics-1")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(charged.status().as_u16(), 201);
+            }
+        })
+    });
+    let client_counters: BTreeMap<String, u64> = seen
+        .counters
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.starts_with("idem_client_"))
+        .map(|(name, n)| (name.clone(), *n))
+        .collect();
+    assert_eq!(
+        client_counters,
+        BTreeMap::from([
+            (
+                "idem_client_gave_up_total{reason=max_attempts}".to_string(),
+                1
+            ),
+            ("idem_client_replays_total{}".to_string(), 1),
+            ("idem_client_retries_total{reason=503}".to_string(), 2),
+        ])
+    );
+}

@@ -535,3 +535,123 @@ async fn a_bad_table_name_or_missing_url_is_a_store_error() {
     let err = PostgresStore::connect("not a url").await.unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
 }
+
+/// Processes starting at once, spelling the table `name` and `public.name`: every `build`
+/// creates or finds the same table (the DDL lock is keyed on the resolved name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_builds_spelling_the_table_differently_all_succeed() {
+    let Some(url) = shared_postgres() else {
+        return;
+    };
+    let table = unique_table("spell");
+    let mut builds = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (url, name) = (
+            url.clone(),
+            if i % 2 == 0 {
+                table.clone()
+            } else {
+                format!("public.{table}")
+            },
+        );
+        builds.spawn(async move {
+            PostgresStore::builder(url.as_str())
+                .table(name.as_str())
+                .purge_interval(None)
+                .build()
+                .await
+                .map(drop)
+                .map_err(|err| tests::chain(&err))
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = builds.join_next().await {
+        if let Err(err) = done.unwrap() {
+            failed.push(err);
+        }
+    }
+    let pool = PgPool::connect(&url).await.unwrap();
+    drop_table(&pool, &table).await;
+    assert!(
+        failed.is_empty(),
+        "{} of 40 builds failed: {failed:#?}",
+        failed.len()
+    );
+}
+
+/// 2,000 concurrent first calls with distinct keys on a default store (its own pool): a
+/// burst queues for the pool's connections, and no call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_two_thousand_first_calls_on_the_default_pool_all_succeed() {
+    let fx = fixture_or_skip!("burst");
+    let ctx = Arc::new(Ctx::new(&fx.store, Duration::ZERO));
+    let started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..2000 {
+        let ctx = Arc::clone(&ctx);
+        calls.spawn(async move { charge(format!("burst-{i}"), 1, &ctx).await });
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        if let Err(err) = done.unwrap() {
+            failed.push(err);
+        }
+    }
+    println!("2,000 first calls in {:?}", started.elapsed());
+    assert!(
+        failed.is_empty(),
+        "{} of 2,000 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(ctx.runs(), 2000);
+    assert_eq!(fx.count().await, 2000);
+    fx.cleanup().await;
+}
+
+/// A relation already named like the purge's index (`<table>_expires_at`) leaves the table
+/// without that index (`CREATE INDEX IF NOT EXISTS` does nothing): `build` warns.
+#[test]
+fn a_relation_named_like_the_expiry_index_is_warned_about() {
+    let Some(url) = shared_postgres() else {
+        return;
+    };
+    let captured = tests::CapturedLog::default();
+    let writer = captured.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let table = unique_table("idxname");
+        let pool = PgPool::connect(&url).await.unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE \"{table}_expires_at\" (x int)"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let store = PostgresStore::builder(url.as_str())
+            .table(table.as_str())
+            .purge_interval(None)
+            .build()
+            .await
+            .unwrap();
+        drop(store);
+        drop_table(&pool, &table).await;
+        let _ = sqlx::query(AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS \"{table}_expires_at\""
+        )))
+        .execute(&pool)
+        .await;
+    });
+    let log = captured.text();
+    assert!(log.contains("no index on expires_at"), "{log}");
+}

@@ -511,3 +511,209 @@ async fn a_child_killed_between_its_insert_and_its_commit_leaves_nothing_and_the
     let _ = child.finish(Duration::from_secs(5));
     fx.cleanup().await;
 }
+
+/// The same function, returning idem's own error (to read its message).
+#[idempotent(key = "cmd.order_id", name = "tests.pg_tx.place.v1", transaction = "tx", skip(ctx), store = &ctx.store)]
+async fn place_idem_error(
+    cmd: PlaceOrder,
+    ctx: &Ctx,
+    tx: &mut PgConnection,
+) -> Result<Placed, idem_core::Error> {
+    body(&cmd, ctx, tx)
+        .await
+        .map_err(|err| idem_core::Error::store(format!("{err:?}")))
+}
+
+/// The same function, taking the `sqlx::Transaction` itself.
+#[idempotent(key = "cmd.order_id", name = "tests.pg_tx.place.v1", transaction = "tx", wait = "20s", skip(ctx), store = &ctx.store)]
+async fn place_in_transaction(
+    cmd: PlaceOrder,
+    ctx: &Ctx,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<Placed, TestError> {
+    body(&cmd, ctx, tx).await
+}
+
+/// A pooled connection outside a transaction autocommits each statement: the claim would
+/// commit before the body ran. It is refused before anything is written, with an error
+/// that names the fix, and the body does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_outside_a_transaction_is_refused_before_anything_is_written() {
+    let fx = fixture_or_skip!("txnotx", Duration::from_millis(1), 4);
+    let mut conn = fx.pool.acquire().await.unwrap();
+    let err = place_idem_error(cmd("notx"), &fx.ctx, &mut conn)
+        .await
+        .unwrap_err();
+    let message = tests::chain(&err);
+    println!("{message}");
+    assert!(matches!(err, idem_core::Error::Store(_)), "{message}");
+    assert!(message.contains("pool.begin()"), "names the fix: {message}");
+    assert_eq!(fx.ctx.runs(), 0, "the body did not run");
+    assert_eq!(fx.records().await, 0, "no claim row was written");
+    assert_eq!(fx.orders("notx").await, 0);
+    // In a transaction (here a raw `BEGIN`, which sqlx does not track), the same call runs.
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+    let placed = place_idem_error(cmd("notx"), &fx.ctx, &mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut *conn).await.unwrap();
+    assert_eq!(placed.run, 1);
+    assert_eq!((fx.records().await, fx.orders("notx").await), (1, 1));
+    fx.cleanup().await;
+}
+
+/// `&mut sqlx::Transaction<'_, Postgres>` works as `&mut PgConnection` does: the first
+/// call runs and commits with its record, a rollback leaves nothing, a retry replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlx_transaction_parameter_works_like_a_connection() {
+    let fx = fixture_or_skip!("txparam", Duration::from_millis(1), 4);
+    let mut rolled_back = fx.pool.begin().await.unwrap();
+    place_in_transaction(cmd("param"), &fx.ctx, &mut rolled_back)
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+    assert_eq!((fx.records().await, fx.orders("param").await), (0, 0));
+
+    let mut tx = fx.pool.begin().await.unwrap();
+    let (first, outcome) =
+        idem_core::observe(place_in_transaction(cmd("param"), &fx.ctx, &mut tx)).await;
+    tx.commit().await.unwrap();
+    assert_eq!(outcome, Some(idem_core::Outcome::Executed));
+    let mut tx = fx.pool.begin().await.unwrap();
+    let (retry, outcome) =
+        idem_core::observe(place_in_transaction(cmd("param"), &fx.ctx, &mut tx)).await;
+    tx.commit().await.unwrap();
+    assert_eq!(outcome, Some(idem_core::Outcome::Replayed));
+    assert_eq!(first.unwrap(), retry.unwrap());
+    assert_eq!(
+        fx.ctx.runs(),
+        2,
+        "the rolled-back run and the committed one"
+    );
+    assert_eq!(fx.orders("param").await, 1);
+    fx.cleanup().await;
+}
+
+/// `observe()` reports transaction-mode calls: the first `Executed`, a retry after its
+/// commit `Replayed` (not `Waited`), a duplicate blocked until the commit `Waited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_reports_transaction_mode_calls() {
+    let fx = fixture_or_skip!("txobserve", Duration::from_millis(300), 4);
+    let mut first = fx.pool.begin().await.unwrap();
+    let blocked = {
+        let pool = fx.pool.clone();
+        let ctx = Arc::clone(&fx.ctx);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut tx = pool.begin().await.unwrap();
+            let (placed, outcome) = idem_core::observe(place(cmd("obs"), &ctx, &mut tx)).await;
+            tx.commit().await.unwrap();
+            (placed.unwrap(), outcome)
+        })
+    };
+    let (placed, outcome) = idem_core::observe(place(cmd("obs"), &fx.ctx, &mut first)).await;
+    first.commit().await.unwrap();
+    assert_eq!(outcome, Some(idem_core::Outcome::Executed));
+    let placed = placed.unwrap();
+    assert_eq!(
+        blocked.await.unwrap(),
+        (placed.clone(), Some(idem_core::Outcome::Waited))
+    );
+    for _ in 0..5 {
+        let mut tx = fx.pool.begin().await.unwrap();
+        let (again, outcome) = idem_core::observe(place(cmd("obs"), &fx.ctx, &mut tx)).await;
+        tx.commit().await.unwrap();
+        assert_eq!(
+            (again.unwrap(), outcome),
+            (placed.clone(), Some(idem_core::Outcome::Replayed))
+        );
+    }
+    assert_eq!(fx.ctx.runs(), 1);
+    fx.cleanup().await;
+}
+
+/// The caller's `statement_timeout` (500 ms) is shorter than `wait` (1 s) while another
+/// transaction holds the key: the call ends in `InProgress` after its `wait`, and the
+/// caller's transaction is not aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_statement_timeout_never_aborts_its_transaction() {
+    let fx = fixture_or_skip!("txstmt", Duration::from_millis(1), 4);
+    let mut holder = fx.pool.begin().await.unwrap();
+    place(cmd("st"), &fx.ctx, &mut holder).await.unwrap();
+
+    let mut waiter = fx.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL statement_timeout = '500ms'")
+        .execute(&mut *waiter)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let result = place_wait_1s(cmd("st"), &fx.ctx, &mut waiter).await;
+    let waited = started.elapsed();
+    println!("with statement_timeout 500ms and wait 1s: {result:?} after {waited:?}");
+    assert_eq!(result, Err(TestError::Idem(IdemKind::InProgress)));
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    // The caller's transaction goes on.
+    sqlx::query("SELECT 1").execute(&mut *waiter).await.unwrap();
+    waiter.commit().await.unwrap();
+
+    // Once the holder commits, a caller with the same timeout replays.
+    holder.commit().await.unwrap();
+    let mut tx = fx.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL statement_timeout = '500ms'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        place_wait_1s(cmd("st"), &fx.ctx, &mut tx)
+            .await
+            .unwrap()
+            .run,
+        1
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(fx.ctx.runs(), 1);
+    fx.cleanup().await;
+}
+
+/// Holders that claim the key and roll back one after another (each claim waited on, then
+/// gone): a duplicate's `wait = "1s"` is still one deadline for its whole call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_is_one_deadline_while_holders_roll_back_one_after_another() {
+    let fx = fixture_or_skip!("txchain", Duration::from_millis(400), 8);
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut holders = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (pool, ctx) = (fx.pool.clone(), Arc::clone(&fx.ctx));
+        holders.spawn(async move {
+            while Instant::now() < until {
+                let mut tx = pool.begin().await.unwrap();
+                let _ = place(cmd("chain"), &ctx, &mut tx).await;
+                tx.rollback().await.unwrap();
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The duplicate's own body is instant: if it wins a claim, it returns at once.
+    let quick = Ctx {
+        store: fx.ctx.store.clone(),
+        orders: fx.ctx.orders.clone(),
+        runs: Arc::new(AtomicUsize::new(0)),
+        body: Duration::ZERO,
+    };
+    let mut longest = Duration::ZERO;
+    for _ in 0..4 {
+        let mut tx = fx.pool.begin().await.unwrap();
+        let started = Instant::now();
+        let result = place_wait_1s(cmd("chain"), &quick, &mut tx).await;
+        let took = started.elapsed();
+        tx.rollback().await.unwrap();
+        println!("duplicate with wait 1s: {result:?} after {took:?}");
+        longest = longest.max(took);
+    }
+    while holders.join_next().await.is_some() {}
+    assert!(
+        longest < Duration::from_millis(1300),
+        "wait = 1s, the longest call took {longest:?}"
+    );
+    fx.cleanup().await;
+}

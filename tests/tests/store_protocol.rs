@@ -1,43 +1,104 @@
-//! The record protocol, the same on every store (`MokaStore` and `RedisStore`):
+//! The record protocol, the same on every store (`MokaStore`, `RedisStore`, `PostgresStore`):
 //!
-//! - `forget` of a running claim: the holder's result is not stored, on both stores.
-//! - A model-based schedule test: a small reference model of one store's keys and
-//!   holders, and thousands of seeded random schedules of claim, complete, release,
-//!   cancel/panic (the drop path: `release_now`, else `release`), renew, lease expiry,
-//!   takeover and forget, run against each store. After every step the store's answer must
-//!   be one the model allows: no second live holder of a key (at most one body runs), a
-//!   completed record never claimed again (never reruns) and always the value its own
-//!   holder stored (fencing). Where the stores may differ (a lapsed claim nobody took
-//!   over is still there on `MokaStore` and gone on Redis) the model allows both answers
-//!   and follows the one given.
+//! - `forget` of a running claim: the holder's result is not stored, on every store.
+//! - The conformance suite of `idem_core::testkit` (the scenarios, the model-based random
+//!   schedules and the concurrency stress) passes on each store, and fails on two
+//!   deliberately broken stores: one whose claim is not atomic, one that ignores the
+//!   fencing token.
 //!
-//! A failing schedule prints its seed; `IDEM_MODEL_SEED=<seed>` runs that schedule first.
+//! A failing schedule prints its seed; `IDEM_TESTKIT_SEED=<seed>` runs those schedules again.
+
+#[path = "store_protocol/broken_stores.rs"]
+mod broken_stores;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use idem_core::store::{Claim, Record, Token};
-use idem_core::{Fingerprint, Key, KeyHasher, MokaStore, RedisStore, SharedStore, idempotent};
+use idem_core::testkit::{Property, Suite};
+use idem_core::{Key, MokaStore, PostgresStore, RedisStore, SharedStore, idempotent};
 use tests::TestError;
+use tests::postgres::{drop_table, shared_postgres, unique_table};
 use tests::redis_server::{RedisServer, shared_redis, unique};
 
-/// The stores under test: a fresh `MokaStore`, and a `RedisStore` under a prefix of its own
-/// (the shared Redis when `IDEM_REDIS_URL` is set, else one spawned for the test).
-async fn stores() -> Vec<(&'static str, SharedStore, Option<RedisServer>)> {
-    let mut out = vec![("moka", SharedStore::new(MokaStore::new()), None)];
-    if let Some((url, guard)) = shared_redis() {
-        // A generous response timeout: thousands of schedules at once on a busy CI machine
-        // must not turn a slow reply into a failed schedule.
-        let store = RedisStore::builder(url)
-            .prefix(unique("protocol"))
-            .response_timeout(Duration::from_secs(5))
-            .build()
-            .await
-            .unwrap();
-        out.push(("redis", SharedStore::new(store), guard));
+use broken_stores::{RacyStore, TokenBlindStore};
+
+/// What keeps a store's server or table alive for a test, and cleans up after it.
+enum Guard {
+    None,
+    /// A Redis spawned for the test (none on the shared one), stopped when dropped.
+    Redis {
+        _server: Option<RedisServer>,
+    },
+    Postgres(Table),
+}
+
+/// A test's own PostgreSQL table, dropped at the end of the test.
+struct Table {
+    url: String,
+    name: String,
+}
+
+impl Table {
+    async fn drop(&self) {
+        if let Ok(pool) = sqlx::PgPool::connect(&self.url).await {
+            drop_table(&pool, &self.name).await;
+        }
+    }
+}
+
+/// A `RedisStore` under a prefix of its own (the shared Redis when `IDEM_REDIS_URL` is set,
+/// else one spawned for the test). A generous response timeout: thousands of schedules at
+/// once on a busy CI machine must not turn a slow reply into a failed schedule.
+async fn redis_store() -> Option<(SharedStore, Guard)> {
+    let (url, server) = shared_redis()?;
+    let store = RedisStore::builder(url)
+        .prefix(unique("protocol"))
+        .response_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    Some((SharedStore::new(store), Guard::Redis { _server: server }))
+}
+
+/// A `PostgresStore` on a table of its own in the shared PostgreSQL.
+async fn postgres_store() -> Option<(SharedStore, Guard)> {
+    let url = shared_postgres()?;
+    let name = unique_table("protocol");
+    let store = PostgresStore::builder(url.as_str())
+        .table(name.as_str())
+        .response_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    Some((
+        SharedStore::new(store),
+        Guard::Postgres(Table { url, name }),
+    ))
+}
+
+/// The stores under test: a fresh `MokaStore`, a `RedisStore` and a `PostgresStore`.
+async fn stores() -> Vec<(&'static str, SharedStore, Guard)> {
+    let mut out = vec![("moka", SharedStore::new(MokaStore::new()), Guard::None)];
+    if let Some((store, guard)) = redis_store().await {
+        out.push(("redis", store, guard));
+    }
+    if let Some((store, guard)) = postgres_store().await {
+        out.push(("postgres", store, guard));
     }
     out
+}
+
+/// Runs the conformance suite on `store` (a clone per property), `schedules` random
+/// schedules `parallel` at a time; panics with the failure, which names the property.
+async fn conforms(name: &str, store: &SharedStore, schedules: u64, parallel: usize) {
+    let report = Suite::new()
+        .schedules(schedules)
+        .parallel(parallel)
+        .run(|| async { store.clone() })
+        .await
+        .unwrap_or_else(|failure| panic!("{name}: {failure}"));
+    println!("{name}: {report}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -49,19 +110,21 @@ struct Ctx {
     key: Mutex<Option<String>>,
 }
 
-/// The lease is 300 ms, so the holder renews every 100 ms while its 500 ms body runs.
-#[idempotent(key = "id", name = "tests.protocol.forget.v1", lease = "300ms", skip(ctx), store = &ctx.store)]
+/// The lease is 1 s, so the holder renews about every 330 ms while its 1.2 s body runs (a
+/// lease long enough that a busy machine, running the conformance suites beside it, does
+/// not lapse it).
+#[idempotent(key = "id", name = "tests.protocol.forget.v1", lease = "1s", skip(ctx), store = &ctx.store)]
 async fn forgotten(id: u64, ctx: &Ctx) -> Result<usize, TestError> {
     let run = ctx.runs.fetch_add(1, SeqCst) + 1;
     *ctx.key.lock().unwrap() = idem_core::current_key().map(|key| key.to_hex());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     let _ = id;
     Ok(run)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_of_a_running_claim_means_its_result_is_not_stored_on_every_store() {
-    for (name, store, _guard) in stores().await {
+    for (name, store, guard) in stores().await {
         let ctx = Arc::new(Ctx {
             store,
             runs: AtomicUsize::new(0),
@@ -72,7 +135,7 @@ async fn forget_of_a_running_claim_means_its_result_is_not_stored_on_every_store
             tokio::spawn(async move { forgotten(1, &ctx).await })
         };
         // Past the holder's first renewal, so a renewal after the forget is tested too.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(450)).await;
         let key = ctx
             .key
             .lock()
@@ -100,284 +163,81 @@ async fn forget_of_a_running_claim_means_its_result_is_not_stored_on_every_store
             "{name}: the rerun was stored"
         );
         assert_eq!(ctx.runs.load(SeqCst), 2, "{name}");
+        if let Guard::Postgres(table) = guard {
+            table.drop().await;
+        }
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// The model-based schedule test.
+// The conformance suite on each store.
 
-const ACTORS: usize = 3;
-const KEYS: usize = 2;
-const STEPS: usize = 24;
-/// Leases that do not lapse by themselves during a schedule (only `Expire` lapses one).
-const LEASE: Duration = Duration::from_secs(30);
-const TTL: Duration = Duration::from_secs(30);
-/// How long an expiring lease lasts, and how long `Expire` waits for it to lapse.
-const SHORT: Duration = Duration::from_millis(1);
-const LAPSE: Duration = Duration::from_millis(3);
-
-#[derive(Clone, Copy, Debug)]
-enum Op {
-    Claim(usize, usize),
-    Complete(usize),
-    Release(usize),
-    /// A dropped or panicking holder: `release_now`, else `release` (as idem's guard).
-    Drop(usize),
-    Renew(usize),
-    /// The holder stalls past its lease (its lease is cut to 1 ms, then lapses).
-    Expire(usize),
-    Forget(usize),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum KeyState {
-    Free,
-    /// Claim number `claim` holds it; `live` until its lease lapsed.
-    Held {
-        claim: u64,
-        live: bool,
-    },
-    Done {
-        value: u64,
-    },
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Actor {
-    Idle,
-    Holding {
-        key: usize,
-        token: Token,
-        claim: u64,
-    },
-}
-
-struct Model {
-    keys: [KeyState; KEYS],
-    actors: [Actor; ACTORS],
-    claims: u64,
-    values: u64,
-}
-
-fn record(fingerprint: Fingerprint, value: u64) -> Arc<Record> {
-    Arc::new(Record::new(fingerprint, format!("O{value}").into_bytes()))
-}
-
-fn pick(rng: &mut fastrand::Rng, model: &Model) -> Op {
-    let actor = rng.usize(..ACTORS);
-    let r = rng.u8(..100);
-    match model.actors[actor] {
-        Actor::Idle if r < 85 => Op::Claim(actor, rng.usize(..KEYS)),
-        Actor::Idle => Op::Forget(rng.usize(..KEYS)),
-        Actor::Holding { key, .. } => match r {
-            0..30 => Op::Complete(actor),
-            30..42 => Op::Release(actor),
-            42..54 => Op::Drop(actor),
-            54..70 => Op::Renew(actor),
-            70..92 => Op::Expire(actor),
-            _ => Op::Forget(key),
-        },
-    }
-}
-
-/// Runs one schedule of `STEPS` steps on `store`, with keys of its own.
-async fn schedule(store: &SharedStore, id: &str, seed: u64) -> Result<(), String> {
-    let store = store.store();
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let hasher = KeyHasher::unkeyed();
-    let keys: Vec<Key> = (0..KEYS)
-        .map(|k| hasher.key(&["tests.protocol.model", id], &k).unwrap())
-        .collect();
-    let fp = Fingerprint::from_bytes([7; 32]);
-    let mut model = Model {
-        keys: [KeyState::Free; KEYS],
-        actors: [Actor::Idle; ACTORS],
-        claims: 0,
-        values: 0,
-    };
-    let mut history = Vec::new();
-    for _ in 0..STEPS {
-        let op = pick(&mut rng, &model);
-        history.push(format!("{op:?}"));
-        let fail = |history: &[String], what: String| {
-            Err(format!(
-                "seed {seed}: {what}\n  schedule: {}",
-                history.join(", ")
-            ))
-        };
-        let err = |e: idem_core::Error| format!("seed {seed}: store error {e}");
-        match op {
-            Op::Claim(a, k) => {
-                let answer = store.claim(&keys[k], &fp, LEASE).await.map_err(err)?;
-                match (model.keys[k], answer) {
-                    (KeyState::Done { value }, Claim::Completed(found)) => {
-                        if found.value() != format!("O{value}").as_bytes() {
-                            return fail(&history, format!("key {k} replayed another value"));
-                        }
-                    }
-                    (KeyState::Held { live: true, .. }, Claim::InProgress(_)) => {}
-                    (
-                        KeyState::Free | KeyState::Held { live: false, .. },
-                        Claim::Claimed { token, .. },
-                    ) => {
-                        model.claims += 1;
-                        model.keys[k] = KeyState::Held {
-                            claim: model.claims,
-                            live: true,
-                        };
-                        model.actors[a] = Actor::Holding {
-                            key: k,
-                            token,
-                            claim: model.claims,
-                        };
-                    }
-                    (state, answer) => {
-                        return fail(
-                            &history,
-                            format!("claim of key {k} in {state:?} answered {answer:?}"),
-                        );
-                    }
-                }
-            }
-            Op::Complete(a) | Op::Release(a) | Op::Drop(a) | Op::Renew(a) | Op::Expire(a) => {
-                let Actor::Holding {
-                    key: k,
-                    token,
-                    claim,
-                } = model.actors[a]
-                else {
-                    unreachable!("picked for a holder");
-                };
-                let own = match model.keys[k] {
-                    KeyState::Held { claim: c, live } if c == claim => Some(live),
-                    _ => None,
-                };
-                let key = &keys[k];
-                let done = match op {
-                    Op::Complete(_) => {
-                        model.values += 1;
-                        let value = model.values;
-                        let stored = store
-                            .complete(key, token, record(fp, value), TTL)
-                            .await
-                            .map_err(err)?;
-                        model.actors[a] = Actor::Idle;
-                        (stored, KeyState::Done { value })
-                    }
-                    Op::Release(_) => {
-                        model.actors[a] = Actor::Idle;
-                        (
-                            store.release(key, token).await.map_err(err)?,
-                            KeyState::Free,
-                        )
-                    }
-                    Op::Drop(_) => {
-                        model.actors[a] = Actor::Idle;
-                        let released = store.release_now(key, token)
-                            || store.release(key, token).await.map_err(err)?;
-                        (released, KeyState::Free)
-                    }
-                    Op::Renew(_) => (
-                        store.renew(key, token, LEASE).await.map_err(err)?,
-                        KeyState::Held { claim, live: true },
-                    ),
-                    Op::Expire(_) => {
-                        let lease = if own.is_some() { SHORT } else { LEASE };
-                        let renewed = store.renew(key, token, lease).await.map_err(err)?;
-                        if renewed && own.is_some() {
-                            tokio::time::sleep(LAPSE).await;
-                        }
-                        (renewed, KeyState::Held { claim, live: false })
-                    }
-                    _ => unreachable!(),
-                };
-                match (own, done) {
-                    // The holder's own live claim: the step must act.
-                    (Some(true), (true, next)) => model.keys[k] = next,
-                    // Its lapsed claim that nobody took over: still there (act), or gone
-                    // (a no-op that leaves the key free, and never writes to it).
-                    (Some(false), (true, next)) => {
-                        model.keys[k] = match next {
-                            // Renewing a lapsed claim that is still there revives it.
-                            KeyState::Held { claim, .. } if matches!(op, Op::Renew(_)) => {
-                                KeyState::Held { claim, live: true }
-                            }
-                            other => other,
-                        }
-                    }
-                    (Some(false), (false, _)) => model.keys[k] = KeyState::Free,
-                    // Taken over, completed, released or forgotten since: fenced out.
-                    (None, (false, _)) => {}
-                    (own, (acted, _)) => {
-                        return fail(
-                            &history,
-                            format!(
-                                "{op:?} on key {k} in {:?} (own claim: {own:?}) answered {acted}",
-                                model.keys[k]
-                            ),
-                        );
-                    }
-                }
-            }
-            Op::Forget(k) => {
-                let forgot = store.forget(&keys[k]).await.map_err(err)?;
-                let expected = match model.keys[k] {
-                    KeyState::Free => Some(false),
-                    KeyState::Held { live: false, .. } => None,
-                    _ => Some(true),
-                };
-                if expected.is_some_and(|e| e != forgot) {
-                    return fail(
-                        &history,
-                        format!("forget of key {k} in {:?} answered {forgot}", model.keys[k]),
-                    );
-                }
-                model.keys[k] = KeyState::Free;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs `count` schedules on `store`, `parallel` at a time, from `base` seed on.
-async fn schedules(name: &str, store: SharedStore, count: u64, parallel: usize) {
-    let base = std::env::var("IDEM_MODEL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..u64::MAX / 2));
-    let started = Instant::now();
-    let run = unique("model");
-    let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..count {
-        let (store, gate, run) = (store.clone(), Arc::clone(&gate), run.clone());
-        tasks.spawn(async move {
-            let _permit = gate.acquire_owned().await.unwrap();
-            schedule(&store, &format!("{run}-{i}"), base + i).await
-        });
-    }
-    let mut failures = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        if let Err(failure) = result.unwrap() {
-            failures.push(failure);
-        }
-    }
-    println!(
-        "{name}: {count} schedules of {STEPS} steps ({ACTORS} holders, {KEYS} keys) in {:?}, seeds {base}..{}",
-        started.elapsed(),
-        base + count
-    );
-    assert!(
-        failures.is_empty(),
-        "{name}: {} of {count} schedules broke the protocol, e.g.\n{}",
-        failures.len(),
-        failures[0]
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moka_store_passes_the_conformance_suite() {
+    conforms("moka", &SharedStore::new(MokaStore::new()), 10_000, 128).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_schedules_keep_one_holder_and_never_rerun_a_completed_record() {
-    for (name, store, _guard) in stores().await {
-        schedules(name, store, 10_000, 128).await;
+async fn redis_store_passes_the_conformance_suite() {
+    let Some((store, _guard)) = redis_store().await else {
+        return;
+    };
+    conforms("redis", &store, 10_000, 128).await;
+}
+
+/// Fewer schedules than in memory: each step is a statement on the shared server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_passes_the_conformance_suite() {
+    let Some((store, guard)) = postgres_store().await else {
+        return;
+    };
+    conforms("postgres", &store, 2_000, 32).await;
+    if let Guard::Postgres(table) = guard {
+        table.drop().await;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite fails on broken stores, naming the property they break. A current-thread
+// runtime, so the racing claims interleave at every await, the same way every run.
+
+#[tokio::test]
+async fn a_store_whose_claim_is_not_atomic_fails_the_suite_at_claim_is_atomic() {
+    let failure = Suite::new()
+        .run(|| async { RacyStore::default() })
+        .await
+        .expect_err("a store whose claim is not atomic must fail the suite");
+    println!("{failure}");
+    assert_eq!(failure.property(), Property::ClaimIsAtomic, "{failure}");
+    assert!(
+        failure.to_string().contains("`claim_is_atomic` failed"),
+        "{failure}"
+    );
+    // The stress rounds catch it too, on their own.
+    let failure = Suite::new()
+        .only(&[Property::ConcurrentStress])
+        .run(|| async { RacyStore::default() })
+        .await
+        .expect_err("the stress rounds must catch a claim that is not atomic");
+    println!("{failure}");
+    assert_eq!(failure.property(), Property::ConcurrentStress, "{failure}");
+}
+
+#[tokio::test]
+async fn a_store_that_ignores_the_token_fails_the_suite_at_fencing() {
+    let failure = Suite::new()
+        .run(|| async { TokenBlindStore::default() })
+        .await
+        .expect_err("a store that ignores the fencing token must fail the suite");
+    println!("{failure}");
+    assert_eq!(failure.property(), Property::Fencing, "{failure}");
+    // The random schedules catch it too, on their own.
+    let failure = Suite::new()
+        .only(&[Property::RandomSchedules])
+        .run(|| async { TokenBlindStore::default() })
+        .await
+        .expect_err("the random schedules must catch a store that ignores the token");
+    println!("{failure}");
+    assert_eq!(failure.property(), Property::RandomSchedules, "{failure}");
+    assert!(failure.detail().contains("seed "), "{failure}");
 }

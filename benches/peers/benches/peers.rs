@@ -30,6 +30,8 @@ use tower_cookies::CookieManagerLayer;
 
 #[path = "../../../idem-core/benches/common/http.rs"]
 mod http_common;
+#[path = "../../../idem-core/benches/common/machine.rs"]
+mod machine;
 use http_common::*;
 
 #[global_allocator]
@@ -205,6 +207,9 @@ fn first_call_by_store_size() {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--bench") {
+        machine::print_machine();
+    }
     if ab_if_asked(serve_named) {
         return;
     }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod machine;
+
 /// The typical request: a `String` id, a `u64` amount, a `String` currency, three tags and
 /// three metadata entries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -3,6 +3,25 @@
 //! the method, path and query, `Content-Type`, `Content-Encoding` and the body (its bytes,
 //! its canonical JSON, or what the app's own function takes from it). Raw keys, credentials
 //! and bodies never reach the store.
+//!
+//! # Why the fingerprint is not a cryptographic hash
+//!
+//! The *key* must resist attackers (a collision would hand one principal another's record),
+//! so it stays a BLAKE3 hash. The fingerprint is only ever compared with the fingerprint of
+//! the first request *under the same scope and key*: a collision could only make a caller's
+//! second request replay that caller's own first response instead of a 422, and building
+//! one means knowing the first request, which could simply be resent. So the byte and
+//! custom fingerprints are xxh3-128 (non-cryptographic, 128 bits: two honest different
+//! requests collide with probability 2⁻¹²⁸), which hashes a 1 KiB body in a fraction of
+//! BLAKE3's instructions (a 1 KiB input is one BLAKE3 chunk, so its SIMD lanes go unused):
+//! measured with callgrind in BENCHMARKS.md ("Issue 19").
+//!
+//! The 32-byte [`Fingerprint`] holds the 16 digest bytes (little-endian) followed by
+//! [`FAST_TAG`], which names the function: a fast fingerprint never equals a BLAKE3 one
+//! (of an older build, of `.fingerprint_json()`, or of a keyed hasher). With a secret
+//! installed ([`KeyHasher::keyed`](crate::KeyHasher::keyed)), fingerprints stay keyed
+//! BLAKE3: a store reader cannot confirm a guessed low-entropy body by hashing it, which an
+//! unkeyed hash of any speed would allow (the unkeyed BLAKE3 fingerprint allowed it too).
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,10 +29,15 @@ use std::sync::Arc;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::request::Parts;
 use serde::{Serialize, Serializer};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::Error;
 use crate::global::key_hasher;
-use crate::key::{Fingerprint, Key};
+use crate::key::{Fingerprint, Key, KeyHasher, with_buffer};
+
+/// The second half of every fast fingerprint: which function made the first half (and its
+/// framing's version), so no fast fingerprint equals a BLAKE3 one.
+const FAST_TAG: [u8; 16] = *b"idem http xxh3.1";
 
 /// The first part of every HTTP key's namespace, so no `#[idempotent]` function shares one.
 const NAMESPACE_ROOT: &str = "idem::http";
@@ -50,8 +74,19 @@ impl fmt::Debug for BodyFingerprint {
     }
 }
 
-/// The fingerprint of a request.
+/// The fingerprint of a request, with the installed key hasher.
 pub(crate) fn fingerprint(
+    rule: &BodyFingerprint,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Fingerprint, Error> {
+    fingerprint_with(key_hasher(), rule, parts, body)
+}
+
+/// The fingerprint of a request: fast (xxh3-128) unless `hasher` is keyed or the rule is
+/// canonical JSON (see the module docs).
+fn fingerprint_with(
+    hasher: &KeyHasher,
     rule: &BodyFingerprint,
     parts: &Parts,
     body: &[u8],
@@ -61,24 +96,33 @@ pub(crate) fn fingerprint(
         parts
             .headers
             .get(name)
-            .map(|v: &http::HeaderValue| Raw(v.as_bytes()))
+            .map(|v: &http::HeaderValue| v.as_bytes())
     };
     let (content_type, encoding) = (header(CONTENT_TYPE), header(CONTENT_ENCODING));
     let method = parts.method.as_str();
-    match rule {
-        BodyFingerprint::Bytes => {
-            key_hasher().fingerprint(&(method, path, content_type, encoding, Raw(body)))
+    let fast = !hasher.is_keyed();
+    let bytes = || {
+        if fast {
+            return Ok(fast_fingerprint(
+                b'B',
+                &[
+                    Some(method.as_bytes()),
+                    Some(path.as_bytes()),
+                    content_type,
+                    encoding,
+                    Some(body),
+                ],
+            ));
         }
+        let (content_type, encoding) = (content_type.map(Raw), encoding.map(Raw));
+        hasher.fingerprint(&(method, path, content_type, encoding, Raw(body)))
+    };
+    match rule {
+        BodyFingerprint::Bytes => bytes(),
         BodyFingerprint::Json => {
             let json = serde_json::from_slice::<serde_json::Value>(body).ok();
             let Some(json) = json.filter(|_| encoding.is_none()) else {
-                return key_hasher().fingerprint(&(
-                    method,
-                    path,
-                    content_type,
-                    encoding,
-                    Raw(body),
-                ));
+                return bytes();
             };
             let mut query: Vec<&str> = parts.uri.query().unwrap_or("").split('&').collect();
             query.sort_unstable();
@@ -94,13 +138,42 @@ pub(crate) fn fingerprint(
                         .to_ascii_lowercase()
                 });
             // The key encoder sorts map keys, so two spellings of one object are one.
-            key_hasher().fingerprint(&("json", method, parts.uri.path(), query, essence, json))
+            hasher.fingerprint(&("json", method, parts.uri.path(), query, essence, json))
         }
         BodyFingerprint::Custom(custom) => {
             let taken = custom(parts, body);
-            key_hasher().fingerprint(&("custom", method, path, Raw(&taken)))
+            if fast {
+                let parts = [Some(method.as_bytes()), Some(path.as_bytes()), Some(&taken)];
+                return Ok(fast_fingerprint(b'C', &parts));
+            }
+            hasher.fingerprint(&("custom", method, path, Raw(&taken)))
         }
     }
+}
+
+/// xxh3-128 of `domain` and each part framed (absent, or present with its length), so no
+/// two different lists of parts hash the same bytes; widened to 32 bytes with [`FAST_TAG`].
+/// Framed into the thread's scratch buffer and hashed in one call: xxh3's streaming state
+/// costs more per request than copying a body within `max_request_body`.
+fn fast_fingerprint(domain: u8, parts: &[Option<&[u8]>]) -> Fingerprint {
+    let digest = with_buffer(|buf| {
+        buf.push(domain);
+        for part in parts {
+            match part {
+                None => buf.push(0),
+                Some(bytes) => {
+                    buf.push(1);
+                    buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                    buf.extend_from_slice(bytes);
+                }
+            }
+        }
+        xxh3_128(buf)
+    });
+    let mut out = [0; 32];
+    out[..16].copy_from_slice(&digest.to_le_bytes());
+    out[16..].copy_from_slice(&FAST_TAG);
+    Fingerprint::from_bytes(out)
 }
 
 /// Bytes encoded as bytes (length-prefixed), not as a sequence of numbers.
@@ -160,6 +233,51 @@ mod tests {
                 br#"{"amount":1,"currency":"eur"}"#
             )
         );
+    }
+
+    #[test]
+    fn byte_fingerprints_are_xxh3_and_stable() {
+        let req = || Request::post("/charges?x=1").header(CONTENT_TYPE, "application/json");
+        let fp = bytes(req(), br#"{"amount":1}"#);
+        // Pinned: every process and build must compute the same fingerprint for a record.
+        assert_eq!(
+            fp.to_hex(),
+            "ec55a05d6e2922e088ca19d4024b0d856964656d206874747020787868332e31"
+        );
+        assert_eq!(fp.as_bytes()[16..], FAST_TAG);
+        // A body that is not JSON falls back to the byte fingerprint, the same one.
+        assert_eq!(json(req(), b"not json"), bytes(req(), b"not json"));
+        let custom = BodyFingerprint::Custom(Arc::new(|_: &Parts, body: &[u8]| body.to_vec()));
+        let custom = fingerprint(&custom, &parts(req()), b"{}").unwrap();
+        assert_eq!(custom.as_bytes()[16..], FAST_TAG);
+        assert_ne!(custom, bytes(req(), b"{}"));
+    }
+
+    #[test]
+    fn fast_framing_keeps_parts_apart() {
+        let a = fast_fingerprint(b'B', &[Some(b"ab"), Some(b"c")]);
+        assert_ne!(a, fast_fingerprint(b'B', &[Some(b"a"), Some(b"bc")]));
+        assert_ne!(a, fast_fingerprint(b'C', &[Some(b"ab"), Some(b"c")]));
+        let absent = fast_fingerprint(b'B', &[None, Some(b"x")]);
+        assert_ne!(absent, fast_fingerprint(b'B', &[Some(b""), Some(b"x")]));
+    }
+
+    #[test]
+    fn a_keyed_hasher_keeps_keyed_blake3_fingerprints() {
+        let keyed = KeyHasher::keyed(b"a long random server secret, 32+ bytes");
+        let p = parts(Request::post("/charges").header(CONTENT_TYPE, "text/plain"));
+        let fp = fingerprint_with(&keyed, &BodyFingerprint::Bytes, &p, b"1234").unwrap();
+        assert_ne!(fp.as_bytes()[16..], FAST_TAG);
+        let expected = keyed
+            .fingerprint(&(
+                "POST",
+                "/charges",
+                Some(Raw(b"text/plain")),
+                None::<Raw<'_>>,
+                Raw(b"1234"),
+            ))
+            .unwrap();
+        assert_eq!(fp, expected);
     }
 
     #[test]

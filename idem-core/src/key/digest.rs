@@ -79,6 +79,8 @@ digest_type! {
 digest_type! {
     /// The 256-bit hash of every non-skipped argument of one call, stored beside the result
     /// so that a key reused with other arguments is refused ([`Error::PayloadMismatch`]).
+    /// (The HTTP layer's request fingerprints are 128-bit xxh3 digests and a fixed tag in
+    /// the same 32 bytes, unless a secret is installed: see the README's guarantee 3.)
     ///
     /// ```
     /// use idem_core::KeyHasher;
@@ -150,6 +152,12 @@ impl KeyHasher {
         }
     }
 
+    /// Whether this hasher has a secret (the HTTP layer keeps keyed fingerprints keyed).
+    #[cfg(feature = "http")]
+    pub(crate) const fn is_keyed(&self) -> bool {
+        self.secret.is_some()
+    }
+
     /// The key of `value` in `namespace` (a function's name and qualifiers such as its
     /// `Self` type or type arguments).
     pub fn key<K: Serialize + ?Sized>(&self, namespace: &[&str], value: &K) -> Result<Key, Error> {
@@ -198,7 +206,7 @@ impl KeyHasher {
 }
 
 /// Runs `f` with an empty scratch buffer, reusing one per thread.
-fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+pub(crate) fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     thread_local! {
         static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
     }

@@ -13,7 +13,9 @@ mod digest;
 mod encoder;
 mod map;
 
+#[cfg(feature = "http")]
+pub(crate) use digest::with_buffer;
 pub use digest::{ENCODING_VERSION, Fingerprint, Key, KeyHasher};
-#[cfg(feature = "moka")]
+#[cfg(any(feature = "moka", feature = "redis"))]
 pub(crate) use map::KeyHashBuilder;
 pub(crate) use map::ShardedMap;

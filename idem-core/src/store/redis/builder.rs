@@ -15,7 +15,7 @@ use super::wire::SCRIPTS;
 use super::{Inner, RedisStore};
 use crate::backoff::{Backoff, DEFAULT_POLL};
 use crate::error::Error;
-use crate::redact::redact_url;
+use crate::store::backend::redact_url;
 
 /// The default key prefix: records live at `idem:{key hex}`.
 const DEFAULT_PREFIX: &str = "idem";
@@ -368,7 +368,8 @@ impl RedisStoreBuilder {
 }
 
 fn connect_error(target: &str, err: RedisError) -> Error {
-    Error::store(super::conn::RedisOperationError {
+    Error::store(crate::store::backend::OperationError {
+        backend: "redis",
         operation: "connect",
         target: target.to_owned(),
         hint: "",

@@ -10,6 +10,17 @@ use crate::error::Error;
 
 const OK_TAG: u8 = b'O';
 const ERR_TAG: u8 = b'E';
+/// A store kept this marker (`T` and the outcome's size in decimal) instead of an outcome
+/// larger than its `max_record_bytes`: the call ran, its outcome cannot be replayed.
+const TOO_LARGE_TAG: u8 = b'T';
+
+/// The marker a store keeps instead of an outcome of `bytes` bytes that it will not store.
+#[cfg(feature = "postgres")]
+pub(crate) fn too_large_marker(bytes: usize) -> Vec<u8> {
+    let mut out = vec![TOO_LARGE_TAG];
+    out.extend_from_slice(bytes.to_string().as_bytes());
+    out
+}
 
 /// Encodes a value into a stored outcome.
 pub(crate) type EncodeFn<V> = fn(&V) -> Result<Vec<u8>, Error>;
@@ -52,6 +63,10 @@ pub(crate) fn decode<T: DeserializeOwned, E>(
                 "the stored record is a cached error, but this function does not use `cache_errors`",
             )),
         },
+        Some((&TOO_LARGE_TAG, size)) => Err(Error::codec(format!(
+            "the call ran, but its result ({} bytes) was larger than the store's max_record_bytes and was not stored, so it cannot be replayed; forget the key to run the call again",
+            String::from_utf8_lossy(size)
+        ))),
         _ => Err(Error::codec("the stored record is not an idem outcome")),
     }
 }

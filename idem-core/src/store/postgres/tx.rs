@@ -15,7 +15,15 @@
 //! This needs READ COMMITTED (PostgreSQL's default): the function reads, in a statement
 //! of its own, what the transaction it waited for committed. Under REPEATABLE READ or
 //! SERIALIZABLE a duplicate that waited gets PostgreSQL's serialization failure (reported
-//! as [`Error::Store`]); its transaction must be retried, and then replays.
+//! as [`Error::Store`], whose [`Error::is_retryable`] is `true`); its transaction must be
+//! retried, and then replays.
+//!
+//! The claim function refuses a connection outside a transaction (its statement would be
+//! the whole transaction) before it writes anything. It waits on another transaction's
+//! claim in slices of at most 100 ms, within the call's remaining `wait` and half the
+//! caller's `statement_timeout`, and answers `busy` when they run out: the call then
+//! claims again until its one deadline, so neither a chain of holders that roll back nor
+//! a statement timeout stretches `wait` or aborts the caller's transaction.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -127,7 +135,8 @@ fn store_error(what: &'static str, err: sqlx::Error) -> Error {
         }
         _ => "",
     };
-    Error::store(super::PostgresOperationError {
+    Error::store(crate::store::backend::OperationError {
+        backend: "postgres",
         operation: what,
         target: "the caller's transaction".to_owned(),
         hint,
@@ -165,9 +174,7 @@ where
     // The records are in the installed (or given) `PostgresStore`'s table, else in the
     // default table, which only the caller's connection reaches.
     let reached = |store: Result<Option<&SharedStore>, Error>| match store? {
-        Some(store) if (store.store() as &dyn std::any::Any).is::<PostgresStore>() => {
-            Ok(store.clone())
-        }
+        Some(store) if store.store().as_postgres().is_some() => Ok(store.clone()),
         _ => Err(Error::store(
             "the function keeps its records in the default table of the caller's transactions, which no store reaches: delete its row by key",
         )),
@@ -181,12 +188,15 @@ where
             return Begin::Done(done::<R, M1, M2>(Err(idem_error(err))));
         }
     };
-    let statements = match store
-        .and_then(|s| (s.store() as &dyn std::any::Any).downcast_ref::<PostgresStore>())
-    {
+    let statements = match store.and_then(|s| s.store().as_postgres()) {
         Some(store) => SqlRef::Store(store.clone()),
         None => SqlRef::Default,
     };
+    crate::observe::start(&key);
+    if let Err(err) = in_transaction(conn).await {
+        event::store_error(spec, &key, "claim", &err);
+        return Begin::Done(done::<R, M1, M2>(Err(idem_error(err))));
+    }
     let deadline = Instant::now() + spec.wait;
     let poll = match &statements {
         SqlRef::Store(store) => store.inner.poll,
@@ -199,7 +209,6 @@ where
             InFlight::Reject => REJECT_WAIT,
             InFlight::Wait => deadline.saturating_duration_since(Instant::now()),
         };
-        let started = Instant::now();
         let row = sqlx::query(sql(&statements.get().claim))
             .bind(key.as_bytes().as_slice())
             .bind(VERSION)
@@ -208,15 +217,17 @@ where
             .bind(row::millis(wait))
             .fetch_optional(&mut *conn)
             .await;
-        waited |= started.elapsed() >= Duration::from_millis(2);
         let claim = match row {
             Ok(Some(row)) => parse(&row),
             // The row vanished between the function's statements (a `forget`): again.
-            Ok(None) => Ok(Claim::InProgress(crate::store::ChangeNotice::poll())),
+            Ok(None) => Ok((Claim::InProgress(crate::store::ChangeNotice::poll()), false)),
             Err(err) => Err(store_error("claim", err)),
         };
         let claim = match claim {
-            Ok(claim) => claim,
+            Ok((claim, waited_for_it)) => {
+                waited |= waited_for_it;
+                claim
+            }
             Err(err) => {
                 if matches!(err, Error::Codec(_)) {
                     event::codec_error(spec, &key, &err);
@@ -274,8 +285,8 @@ where
     }
 }
 
-/// The claim function's answer.
-fn parse(row: &sqlx::postgres::PgRow) -> Result<Claim, Error> {
+/// The claim function's answer: the claim, and whether a record came only after a wait.
+fn parse(row: &sqlx::postgres::PgRow) -> Result<(Claim, bool), Error> {
     let decode = |err: sqlx::Error| Error::codec(super::UnreadableRow(err));
     let state: String = row.try_get("o_state").map_err(decode)?;
     let stored = || -> Result<Stored, Error> {
@@ -285,29 +296,74 @@ fn parse(row: &sqlx::postgres::PgRow) -> Result<Claim, Error> {
             value: row.try_get("o_value").map_err(decode)?,
         })
     };
-    match state.as_str() {
+    let claim = match state.as_str() {
         "claimed" | "taken_over" => {
             let token: Vec<u8> = row.try_get("o_token").map_err(decode)?;
-            Ok(Claim::Claimed {
+            Claim::Claimed {
                 token: row::token(&token)?,
                 taken_over: state == "taken_over",
-            })
+            }
         }
-        "completed" => row::completed(stored()?),
-        "in_progress" => row::in_progress(&stored()?),
+        "completed" => row::completed(stored()?)?,
+        "waited" => return Ok((row::completed(stored()?)?, true)),
+        "in_progress" => row::in_progress(&stored()?)?,
         // The lock wait ran out: another transaction's claim is still uncommitted.
-        "busy" => Ok(Claim::InProgress(crate::store::ChangeNotice::poll())),
+        "busy" => Claim::InProgress(crate::store::ChangeNotice::poll()),
         "error" => {
-            let message = stored()?.value.unwrap_or_default();
-            Err(Error::store(format!(
-                "postgres claim (transaction mode): {}",
-                String::from_utf8_lossy(&message)
-            )))
+            let text = |column: &str| -> Result<String, Error> {
+                let bytes: Option<Vec<u8>> = row.try_get(column).map_err(decode)?;
+                Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+            };
+            return Err(Error::store(ClaimFunctionError {
+                sqlstate: text("o_token")?,
+                message: text("o_value")?,
+            }));
         }
-        other => Err(Error::codec(format!(
-            "the idem claim function answered {other:?}"
-        ))),
+        other => {
+            return Err(Error::codec(format!(
+                "the idem claim function answered {other:?}"
+            )));
+        }
+    };
+    Ok((claim, false))
+}
+
+/// Refuses a connection outside a transaction, before anything is written: each of its
+/// statements would commit on its own, the claim before the body ran. A transaction sqlx
+/// began is known without a round trip; otherwise (a raw `BEGIN`, or none) the server is
+/// asked, in a simple query, whose one statement is the whole transaction only outside a
+/// transaction block.
+async fn in_transaction(conn: &mut PgConnection) -> Result<(), Error> {
+    use sqlx::Connection;
+
+    if conn.is_in_transaction() {
+        return Ok(());
     }
+    let alone = sqlx::raw_sql("SELECT transaction_timestamp() = statement_timestamp()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|err| store_error("claim", err))?;
+    match alone.try_get::<bool, _>(0) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(Error::store(NotInTransaction)),
+        Err(err) => Err(Error::codec(super::UnreadableRow(err))),
+    }
+}
+
+/// Transaction mode was given a connection outside a transaction.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "transaction mode needs a connection inside a transaction, and this one autocommits each statement (the claim would commit before the body ran): pass `&mut *tx` from `let mut tx = pool.begin().await?` and commit it after the call"
+)]
+pub(crate) struct NotInTransaction;
+
+/// The claim function caught an error (reported, not raised, so the caller's transaction
+/// goes on): its SQLSTATE and message.
+#[derive(Debug, thiserror::Error)]
+#[error("postgres claim (transaction mode) failed: {sqlstate}: {message}")]
+pub(crate) struct ClaimFunctionError {
+    pub(crate) sqlstate: String,
+    pub(crate) message: String,
 }
 
 fn replay<T: DeserializeOwned, E: From<Error>>(

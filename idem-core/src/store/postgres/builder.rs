@@ -9,12 +9,13 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use super::loss::LossMark;
 use super::schema::{self, DEFAULT_TABLE, Table};
 use super::store::Sql;
 use super::{Inner, PostgresStore, purge};
 use crate::backoff::{Backoff, DEFAULT_POLL};
 use crate::error::Error;
-use crate::redact::redact_url;
+use crate::store::backend::redact_url;
 
 /// The environment variable [`PostgresStore::from_env`] reads.
 pub(crate) const DATABASE_URL_ENV: &str = "IDEM_DATABASE_URL";
@@ -24,8 +25,14 @@ pub(crate) const DATABASE_URL_ENV: &str = "IDEM_DATABASE_URL";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// The default bound on one statement's reply.
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The default size of a pool the store opens itself.
-const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// The default size of a pool the store opens itself: a burst of first calls queues for
+/// these (see [`DEFAULT_POOL_WAIT`]).
+const DEFAULT_MAX_CONNECTIONS: u32 = 20;
+/// The default bound on a statement's wait for a connection of a busy pool.
+const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(10);
+/// The default largest record value: `MokaStore`'s default `max_bytes` (a record larger
+/// than that is not kept there either).
+pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = 256 << 20;
 /// The default pause between two background purges.
 const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// The default number of rows one purge statement deletes.
@@ -90,10 +97,11 @@ impl fmt::Debug for PostgresSource {
 
 /// Builds a [`PostgresStore`]: table, timeouts, pool size, waiters' polling, purging.
 ///
-/// The defaults: table `idem_records`, connect timeout 0.5 s, response timeout 1 s, 10
-/// connections (for a pool the store opens itself), polling 5 ms up to 250 ms, a purge of
-/// expired rows every 60 s in batches of 1000, and the table created if absent. With them
-/// a refused port gives [`Error::Store`] within about half a second.
+/// The defaults: table `idem_records`, connect timeout 0.5 s, response timeout 1 s, 20
+/// connections and a 10 s wait for a busy one (for a pool the store opens itself),
+/// records up to 256 MiB, polling 5 ms up to 250 ms, a purge of expired rows every 60 s in
+/// batches of 1000, and the table created if absent. With them a refused port gives
+/// [`Error::Store`] within about half a second.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -121,6 +129,8 @@ pub struct PostgresStoreBuilder {
     connect_timeout: Duration,
     response_timeout: Duration,
     max_connections: u32,
+    pool_wait: Duration,
+    max_record_bytes: usize,
     poll: Backoff,
     purge_interval: Option<Duration>,
     purge_batch: u32,
@@ -135,6 +145,8 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("max_connections", &self.max_connections)
+            .field("pool_wait", &self.pool_wait)
+            .field("max_record_bytes", &self.max_record_bytes)
             .field("poll", &self.poll)
             .field("purge_interval", &self.purge_interval)
             .field("purge_batch", &self.purge_batch)
@@ -151,6 +163,8 @@ impl PostgresStoreBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            pool_wait: DEFAULT_POOL_WAIT,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             poll: DEFAULT_POLL,
             purge_interval: Some(DEFAULT_PURGE_INTERVAL),
             purge_batch: DEFAULT_PURGE_BATCH,
@@ -172,9 +186,11 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// How long getting a connection may take (default 0.5 s): opening one when none is
-    /// free (a refused port or an unreachable host fails after this), or waiting for a busy
-    /// pool. For a pool passed in, its own `acquire_timeout` applies instead.
+    /// How long getting a connection may take once it is a statement's turn (default
+    /// 0.5 s): opening one when none is free, so a refused port or an unreachable host
+    /// fails after this. Waiting for a busy pool is bounded by
+    /// [`pool_wait`](Self::pool_wait) instead. For a pool passed in, its own
+    /// `acquire_timeout` applies to both.
     ///
     /// ```
     /// use std::time::Duration;
@@ -202,8 +218,9 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// The most connections the store's own pool opens (default 10; ignored for a pool
-    /// passed in).
+    /// The most connections the store's own pool opens (default 20; ignored for a pool
+    /// passed in). Statements beyond that wait their turn (see
+    /// [`pool_wait`](Self::pool_wait)).
     ///
     /// ```
     /// let builder = idem_core::PostgresStore::builder("postgres://127.0.0.1/app").max_connections(32);
@@ -211,6 +228,39 @@ impl PostgresStoreBuilder {
     /// ```
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long a statement may wait for one of the store's own connections while all
+    /// are busy (default 10 s): a burst of calls queues, then fails with [`Error::Store`]
+    /// if the pool stays busy that long. A server that refuses connections still fails
+    /// within the [connect timeout](Self::connect_timeout). Ignored for a pool passed in
+    /// (its `acquire_timeout` applies).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = idem_core::PostgresStore::builder("postgres://127.0.0.1/app")
+    ///     .pool_wait(Duration::from_secs(2));
+    /// # drop(builder);
+    /// ```
+    pub fn pool_wait(mut self, wait: Duration) -> Self {
+        self.pool_wait = wait;
+        self
+    }
+
+    /// The largest record value the store writes, in bytes (default 256 MiB, as
+    /// `MokaStore`'s default `max_bytes`). A larger outcome is still returned to its
+    /// caller, but stored as a marker that is not replayable: a retry gets
+    /// [`Error::Codec`] saying so (never a second run of the body), and a warning is
+    /// logged.
+    ///
+    /// ```
+    /// let builder = idem_core::PostgresStore::builder("postgres://127.0.0.1/app")
+    ///     .max_record_bytes(16 << 20);
+    /// # drop(builder);
+    /// ```
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
         self
     }
 
@@ -261,7 +311,7 @@ impl PostgresStoreBuilder {
 
     /// Whether `build` creates the table, its index and the transaction-mode function when
     /// absent (default `true`). Turn it off when the application's migrations create them
-    /// (the README prints the DDL) and its role may not run DDL.
+    /// ([`PostgresStore::ddl`] prints the DDL) and its role may not run DDL.
     ///
     /// ```
     /// let builder = idem_core::PostgresStore::builder("postgres://127.0.0.1/app").create_table(false);
@@ -286,29 +336,44 @@ impl PostgresStoreBuilder {
     /// ```
     pub async fn build(self) -> Result<PostgresStore, Error> {
         let table = Table::new(&self.table)?;
-        let (pool, target, acquire) = match self.source.0 {
+        let (pool, target, acquire, gate, loss) = match self.source.0 {
             SourceKind::Url(url) => {
                 let target = redact_url(&url);
                 let options = PgConnectOptions::from_str(&url).map_err(|err| {
-                    Error::store(super::PostgresOperationError {
+                    Error::store(crate::store::backend::OperationError {
+                        backend: "postgres",
                         operation: "connect",
                         target: target.clone(),
                         hint: " (invalid URL)",
                         source: err,
                     })
                 })?;
+                let loss = Arc::new(LossMark::new());
+                let mark = Arc::clone(&loss);
                 let pool = PgPoolOptions::new()
                     .max_connections(self.max_connections)
                     .acquire_timeout(self.connect_timeout)
                     // A ping before every statement would double each hit's round trips;
                     // a broken connection is dropped and the statement retried instead.
                     .test_before_acquire(false)
+                    // After a restart, every connection opened before it is broken.
+                    .before_acquire(move |_conn, meta| {
+                        let fresh = !mark.predates(meta.age);
+                        Box::pin(std::future::ready(Ok(fresh)))
+                    })
                     .connect_lazy_with(options);
-                (pool, target, self.connect_timeout)
+                let gate = tokio::sync::Semaphore::new(self.max_connections as usize);
+                (pool, target, self.connect_timeout, Some(gate), Some(loss))
             }
             SourceKind::Pool(pool) => {
                 let acquire = pool.options().get_acquire_timeout();
-                (pool, "the application's pool".to_string(), acquire)
+                (
+                    pool,
+                    "the application's pool".to_string(),
+                    acquire,
+                    None,
+                    None,
+                )
             }
         };
         let inner = Arc::new(Inner {
@@ -317,6 +382,11 @@ impl PostgresStoreBuilder {
             pool,
             table,
             op_timeout: acquire + self.response_timeout,
+            gate,
+            loss,
+            pool_wait: self.pool_wait,
+            max_record_bytes: self.max_record_bytes,
+            uploads: Arc::default(),
             poll: self.poll,
             target,
         });
@@ -340,6 +410,11 @@ impl PostgresStoreBuilder {
                     inner.op_timeout * 10
                 )));
             }
+        }
+        match schema::has_expiry_index(&inner.pool, &inner.table).await {
+            Ok(true) => {}
+            Ok(false) => crate::event::postgres_expiry_index_missing(&inner.table),
+            Err(err) => return Err(inner.failed("check the expires_at index", err)),
         }
         if let Some(interval) = self.purge_interval {
             purge::spawn(&inner, interval, self.purge_batch);

@@ -37,6 +37,7 @@ impl Replicas {
     }
 
     /// The same count, with the timeout at most `longest`.
+    #[cfg(feature = "redis-cluster")]
     pub(super) fn at_most(self, longest: Duration) -> Self {
         Replicas::new(self.count, self.timeout.min(longest))
     }

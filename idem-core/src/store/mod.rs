@@ -7,6 +7,17 @@
 //! token still holds the claim, so a holder that was taken over cannot touch its
 //! successor's record (fencing).
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) mod backend;
+#[cfg(feature = "moka")]
+pub(crate) mod moka;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -134,6 +145,7 @@ impl fmt::Debug for ChangeNotice {
 
 /// The answer of [`Store::claim`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Claim {
     /// The caller now holds the key and runs the body.
     Claimed {
@@ -166,9 +178,7 @@ pub enum Claim {
 /// }
 /// let _store = shared(MokaStore::new());
 /// ```
-// `Any` lets the runtime find a concrete store behind a `SharedStore` (the PostgreSQL
-// transaction mode reads its table name); every `'static` type implements it.
-pub trait Store: std::any::Any + Send + Sync + 'static {
+pub trait Store: Send + Sync + 'static {
     /// Atomically: return the completed record, or report a live claim, or take the key
     /// (free, or held by a claim whose lease lapsed) for `lease` and return a new token.
     fn claim<'a>(
@@ -240,6 +250,21 @@ pub trait Store: std::any::Any + Send + Sync + 'static {
     /// A short name for logs and events (`"moka"`, `"redis"`).
     fn kind(&self) -> &'static str {
         "custom"
+    }
+
+    /// The [`PostgresStore`](crate::PostgresStore) this store is, if it is one: transaction
+    /// mode keeps its records in that store's table, through the caller's connection.
+    /// Other stores keep the default (`None`).
+    ///
+    /// ```
+    /// use idem_core::store::Store;
+    ///
+    /// assert!(idem_core::MokaStore::new().as_postgres().is_none());
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    fn as_postgres(&self) -> Option<&crate::PostgresStore> {
+        None
     }
 }
 

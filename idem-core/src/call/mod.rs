@@ -3,6 +3,10 @@
 //! The generated code of `#[idempotent]` derives the key and fingerprint and hands the
 //! body's future to [`run`]; everything else happens here, in ordinary Rust.
 
+pub(crate) mod codec;
+pub(crate) mod flight;
+pub(crate) mod lossless;
+
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -14,10 +18,10 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::codec::{self, DecodeFn, EncodeFn, StoredOutcome};
+use crate::codec::{DecodeFn, EncodeFn, StoredOutcome};
 use crate::error::{Error, SharedError};
 use crate::event::{self, Outcome};
-use crate::flight::{self, FlightLead, Joined, Published};
+use crate::flight::{FlightLead, Joined, Published};
 use crate::global::{self, FRAME, Frame, idem_error};
 use crate::key::{Fingerprint, Key};
 use crate::spec::{InFlight, Spec};

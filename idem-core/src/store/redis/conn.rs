@@ -177,27 +177,12 @@ impl Runner {
         err: RedisError,
         hint: &'static str,
     ) -> Error {
-        Error::store(RedisOperationError {
+        Error::store(crate::store::backend::OperationError {
+            backend: "redis",
             operation: what,
             target: self.target.clone(),
             hint,
             source: err,
         })
     }
-}
-
-/// A Redis operation that failed: what idem was doing, on which server (without
-/// credentials). The client's [`RedisError`] is the source, so a caller can walk
-/// `source()` to it and `downcast_ref::<redis::RedisError>()` (its kind, its code).
-#[derive(Debug, thiserror::Error)]
-#[error("redis {operation} on {target} failed{hint}")]
-pub(super) struct RedisOperationError {
-    /// The store operation or command: `claim`, `renew`, `SCRIPT LOAD`, `connect`, ..
-    pub(super) operation: &'static str,
-    /// The server or cluster, without credentials.
-    pub(super) target: String,
-    /// A likely cause, in parentheses after the message, or empty.
-    pub(super) hint: &'static str,
-    #[source]
-    pub(super) source: RedisError,
 }

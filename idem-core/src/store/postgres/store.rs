@@ -10,9 +10,13 @@ use super::row::{self, Stored, VERSION};
 use super::schema::Table;
 use super::{Inner, PostgresStore};
 use crate::backoff::Backoff;
-use crate::error::Error;
+use crate::error::{Error, SharedError};
 use crate::key::{Fingerprint, Key};
 use crate::store::{BoxFuture, Claim, Record, Store, Token};
+
+/// An upload's own bound, in operation bounds: a large record may take longer than one
+/// statement's reply, and its caller stops waiting after one bound (the upload goes on).
+const UPLOAD_BOUND: u32 = 30;
 
 /// The statements of one table, formatted once.
 pub(crate) struct Sql {
@@ -62,10 +66,17 @@ impl Sql {
             // Only over our own claim: a row that is gone (forgotten, or purged after its
             // lease lapsed) or held by another token means the claim was lost, and a
             // forgotten call's result is not stored.
+            // A record this token completed already (an earlier try whose reply was lost)
+            // counts as completed.
             complete: format!(
-                "UPDATE {t} SET version = $2, fingerprint = $3, value = $5,
-                     expires_at = clock_timestamp() + $6::int8 * interval '1 millisecond'
-                 WHERE key = $1 AND token = $4 AND value IS NULL"
+                "WITH upd AS (
+                    UPDATE {t} SET version = $2, fingerprint = $3, value = $5,
+                        expires_at = clock_timestamp() + $6::int8 * interval '1 millisecond'
+                    WHERE key = $1 AND token = $4 AND value IS NULL
+                    RETURNING 1
+                )
+                SELECT EXISTS (SELECT 1 FROM upd)
+                    OR EXISTS (SELECT 1 FROM {t} WHERE key = $1 AND token = $4 AND value IS NOT NULL)"
             )
             .into(),
             release: format!("DELETE FROM {t} WHERE key = $1 AND token = $2 AND value IS NULL")
@@ -90,38 +101,68 @@ fn sql(text: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
 
 impl Inner {
     /// Runs `op` on a pooled connection within the operation bound. A connection that
-    /// broke (the server restarted since it was opened) is closed and the statement tried
-    /// once more on a fresh one: the broken one never delivered it, or delivered it and
-    /// lost the reply — then a claim is held until its lease lapses, never doubled.
+    /// broke (the server restarted since it was opened: an I/O error, or the FATAL a
+    /// restart sends, see [`connection_lost`](super::connection_lost)) is closed and the
+    /// statement tried once more on a fresh one: the broken one never delivered it, or
+    /// delivered it and lost the reply — then a claim is held until its lease lapses,
+    /// never doubled.
+    ///
+    /// With the store's own pool, a statement first waits its turn for one of the pool's
+    /// connections (within `pool_wait`), so a burst queues instead of failing; only then
+    /// does the operation bound start.
     pub(super) async fn run<T>(
         &self,
         what: &'static str,
         op: impl for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
     ) -> Result<T, Error> {
+        self.run_within(what, self.op_timeout, op).await
+    }
+
+    /// [`run`](Self::run) with another bound than the operation bound.
+    pub(super) async fn run_within<T>(
+        &self,
+        what: &'static str,
+        bound: Duration,
+        op: impl for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+    ) -> Result<T, Error> {
+        let _turn = match &self.gate {
+            Some(gate) => match tokio::time::timeout(self.pool_wait, gate.acquire()).await {
+                Ok(Ok(turn)) => Some(turn),
+                _ => {
+                    return Err(Error::store(format!(
+                        "postgres {what} on {}: every connection of the store's pool stayed busy for {:?} (raise max_connections or pool_wait)",
+                        self.target, self.pool_wait
+                    )));
+                }
+            },
+            None => None,
+        };
         let attempt = async {
             let mut retried = false;
             loop {
                 let mut conn = self.pool.acquire().await?;
                 match op(&mut conn).await {
-                    Err(sqlx::Error::Io(err)) if !retried => {
+                    Err(err) if super::connection_lost(&err) => {
                         conn.close_on_drop();
+                        if let Some(loss) = &self.loss {
+                            loss.note();
+                        }
+                        if retried {
+                            return Err(err);
+                        }
                         retried = true;
                         crate::event::pooled_connection_broke(&err);
-                    }
-                    Err(err @ sqlx::Error::Io(_)) => {
-                        conn.close_on_drop();
-                        return Err(err);
                     }
                     other => return other,
                 }
             }
         };
-        match tokio::time::timeout(self.op_timeout, attempt).await {
+        match tokio::time::timeout(bound, attempt).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(self.failed(what, err)),
             Err(_) => Err(Error::store(format!(
-                "postgres {what} on {}: no reply within {:?}",
-                self.target, self.op_timeout
+                "postgres {what} on {}: no reply within {bound:?}",
+                self.target
             ))),
         }
     }
@@ -221,22 +262,54 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let token = row::token_bytes(token);
-            inner
-                .run("complete", |conn| {
-                    Box::pin(
-                        sqlx::query(sql(&inner.sql.complete))
-                            .bind(key.as_bytes().as_slice())
-                            .bind(VERSION)
-                            .bind(record.fingerprint().as_bytes().as_slice())
-                            .bind(token.as_slice())
-                            .bind(record.value())
-                            .bind(row::millis(ttl))
-                            .execute(conn),
-                    )
-                })
-                .await
-                .map(affected)
+            let record = match record.value().len() {
+                bytes if bytes > inner.max_record_bytes => {
+                    crate::event::record_too_large(key, bytes, inner.max_record_bytes);
+                    let marker = crate::codec::too_large_marker(bytes);
+                    Arc::new(Record::new(*record.fingerprint(), marker))
+                }
+                _ => record,
+            };
+            let (owner, owned_key) = (Arc::clone(&self.inner), *key);
+            let upload = move || async move {
+                let (inner, key, token) = (owner, owned_key, row::token_bytes(token));
+                let statement = Arc::clone(&inner.sql.complete);
+                inner
+                    .run_within("complete", inner.op_timeout * UPLOAD_BOUND, |conn| {
+                        // Owned by the statement's future: the upload outlives the caller.
+                        let (statement, record) = (Arc::clone(&statement), Arc::clone(&record));
+                        Box::pin(async move {
+                            sqlx::query_scalar::<_, bool>(AssertSqlSafe(statement))
+                                .bind(key.as_bytes().as_slice())
+                                .bind(VERSION)
+                                .bind(record.fingerprint().as_bytes().as_slice())
+                                .bind(token.as_slice())
+                                .bind(record.value())
+                                .bind(row::millis(ttl))
+                                .fetch_one(conn)
+                                .await
+                        })
+                    })
+                    .await
+                    .map_err(SharedError::new)
+            };
+            let mut answer = inner.uploads.join_or_start(*key, token, upload);
+            match tokio::time::timeout(inner.op_timeout, answer.wait_for(Option::is_some)).await {
+                Ok(Ok(done)) => match &*done {
+                    Some(Ok(completed)) => Ok(*completed),
+                    Some(Err(err)) => Err(err.to_error()),
+                    None => unreachable!("wait_for returns an answer"),
+                },
+                Ok(Err(_unsent)) => Err(Error::store(format!(
+                    "postgres complete on {}: no tokio runtime to run the statement",
+                    inner.target
+                ))),
+                // The upload goes on in its task; a retry joins it.
+                Err(_) => Err(Error::store(format!(
+                    "postgres complete on {}: no reply within {:?} (the statement goes on, and a retry waits for it)",
+                    inner.target, inner.op_timeout
+                ))),
+            }
         })
     }
 
@@ -280,5 +353,9 @@ impl Store for PostgresStore {
 
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    fn as_postgres(&self) -> Option<&PostgresStore> {
+        Some(self)
     }
 }
