@@ -10,6 +10,7 @@
 //! - `postgres` (feature `postgres`): shared-store and transaction mode, cost, faults, the
 //!   table and its DDL;
 //! - `http` (feature `http`): the `Idempotency-Key` layer and a walk-through;
+//! - `client` (feature `client`): the retrying HTTP client and the exactly-once drill;
 //! - `nats` (feature `nats`): JetStream consumers and the crash drill;
 //! - [`observability`]: events, outcomes, metrics;
 //! - [`choices`]: the choices made where the contract is silent.
@@ -44,6 +45,11 @@ pub mod postgres {}
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 #[doc = include_str!("http.md")]
 pub mod http {}
+
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+#[doc = include_str!("client.md")]
+pub mod client {}
 
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
