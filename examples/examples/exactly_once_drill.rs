@@ -13,9 +13,9 @@
 //! table.
 //!
 //! ```text
-//! cargo run -p examples --example exactly_once_drill                  # 2,400 operations
-//! cargo run -p examples --example exactly_once_drill -- --ops 300 --workers 16 --fault-every-ms 400
-//! cargo run -p examples --example exactly_once_drill -- --no-guard    # the control run: must fail
+//! cargo run -p examples --features client --example exactly_once_drill  # 2,400 operations
+//! cargo run -p examples --features client --example exactly_once_drill -- --ops 300 --workers 16 --fault-every-ms 400
+//! cargo run -p examples --features client --example exactly_once_drill -- --no-guard  # the control run: must fail
 //! ```
 //!
 //! `--no-guard` starts the servers with `IDEM_HTTP_UNPROTECTED=1` (no `IdempotencyLayer`):
@@ -297,6 +297,8 @@ fn server_binary() -> Result<PathBuf, String> {
         "--quiet",
         "-p",
         "examples",
+        "--features",
+        "http,redis,postgres",
         "--example",
         "http_service",
     ]);

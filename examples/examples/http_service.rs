@@ -1,9 +1,9 @@
 //! A payments API whose unsafe requests are safe to retry, on axum 0.8.
 //!
 //! ```text
-//! cargo run -p examples --example http_service            # in memory, on 127.0.0.1:3000
+//! cargo run -p examples --features http,redis,postgres --example http_service  # in memory, on 127.0.0.1:3000
 //! IDEM_REDIS_URL=redis://127.0.0.1:6379 IDEM_HTTP_ADDR=127.0.0.1:3001 \
-//!     cargo run -p examples --example http_service        # records shared through Redis
+//!     cargo run -p examples --features http,redis,postgres --example http_service  # records shared through Redis
 //! ```
 //!
 //! Every request is authenticated first (`Authorization: Bearer <user>.<token>`; the

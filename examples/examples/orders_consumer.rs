@@ -2,8 +2,8 @@
 //! PostgreSQL in the handler's own transaction, and a crash drill that proves it.
 //!
 //! ```text
-//! cargo run -p examples --example orders_consumer                   # one consumer
-//! cargo run -p examples --example orders_consumer -- --crash-drill  # consumers SIGKILLed
+//! cargo run -p examples --features nats --example orders_consumer  # one consumer
+//! cargo run -p examples --features nats --example orders_consumer -- --crash-drill  # consumers SIGKILLed
 //! ```
 //!
 //! `NATS_URL` (default `127.0.0.1:4222`) and `IDEM_DATABASE_URL` (default

@@ -3,8 +3,8 @@
 //! not at all.
 //!
 //! ```text
-//! cargo run -p examples --example orders_pg             # replay, 50 duplicates, rollback
-//! cargo run -p examples --example orders_pg -- --crash  # a child killed before its commit
+//! cargo run -p examples --features postgres --example orders_pg  # replay, 50 duplicates, rollback
+//! cargo run -p examples --features postgres --example orders_pg -- --crash  # a child killed before its commit
 //! ```
 //!
 //! On `IDEM_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`). Each run uses

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! redis-server --port 6379 --save "" &      # or any Redis; IDEM_REDIS_URL picks it
-//! cargo run -p examples --example redis_payments
-//! cargo run -p examples --example redis_payments -- --hammer 8
+//! cargo run -p examples --features redis --example redis_payments
+//! cargo run -p examples --features redis --example redis_payments -- --hammer 8
 //! ```
 //!
 //! The first form runs the payments flow: a first charge, a retry replayed, 100 concurrent

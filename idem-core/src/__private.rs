@@ -220,6 +220,9 @@ pub trait IdemResult: sealed::IsResult {
     fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
 }
 
+// Not offered as "the trait is implemented for `Result<T, E>`" in the not-a-`Result` error:
+// that help pointed into this file, and the message already says what to return.
+#[diagnostic::do_not_recommend]
 impl<T, E> IdemResult for Result<T, E> {
     type Ok = T;
     type Err = E;

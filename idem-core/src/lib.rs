@@ -35,9 +35,10 @@
 //! # }
 //! ```
 //!
-//! The [guide] (this crate's README) has every option of the attribute, the guarantees and
-//! what happens on each fault, the errors and their HTTP statuses, the stores and their key
-//! layouts, and the HTTP, PostgreSQL and message-consumer surfaces.
+//! The [guide] has the reference, one page per surface: the guarantees and what happens on
+//! each fault, the errors and their HTTP statuses, the stores and their key layouts, and the
+//! HTTP, PostgreSQL and message-consumer surfaces. Every option of the attribute is on
+//! [`idempotent`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
@@ -79,11 +80,7 @@ use store::redis;
 #[doc(hidden)]
 pub mod __private;
 
-/// The guide: the README, here so that the guarantees, the fault tables and the key
-/// layouts are reachable from the API docs. (Its examples run as the `examples` crate and
-/// the README's own commands, not as doctests.)
-#[cfg_attr(not(doctest), doc = include_str!("../README.md"))]
-pub mod guide {}
+pub mod guide;
 
 pub use backoff::Backoff;
 pub use error::{BoxError, Error};

@@ -93,7 +93,8 @@ impl Parse for Args {
     }
 }
 
-const OPTIONS: [&str; 13] = [
+/// Every option; `options.md` has a row for each (checked by a test).
+pub(crate) const OPTIONS: [&str; 13] = [
     "key",
     "fingerprint",
     "ttl",
@@ -216,6 +217,22 @@ impl Args {
 /// expression (a similarly named field) would replace the whole literal with bare code;
 /// marked so, the error stays on the literal and the wrong suggestion is left out.
 fn expression(name: &Ident, value: RawValue, expected: &str) -> syn::Result<KeyExpr> {
+    // `key = req.id`: the expression written bare; say how to quote this very one.
+    if let RawValue::Assign(bare) = &value
+        && !matches!(
+            bare,
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(_),
+                ..
+            })
+        )
+    {
+        let code = compact(&quote::ToTokens::to_token_stream(bare).to_string());
+        return Err(syn::Error::new_spanned(
+            bare,
+            format!("`{name}` takes the expression in a string literal: write `{name} = {code:?}`"),
+        ));
+    }
     let lit = string(name, value, expected)?;
     let tokens = lit.parse::<proc_macro2::TokenStream>().map_err(|err| {
         syn::Error::new(
@@ -231,6 +248,21 @@ fn expression(name: &Ident, value: RawValue, expected: &str) -> syn::Result<KeyE
         )
     })?;
     Ok(KeyExpr { lit, expr })
+}
+
+/// Token text as a person writes it: `req . id` as `req.id`, `(& a , & b)` as `(&a, &b)`.
+fn compact(code: &str) -> String {
+    [
+        (" . ", "."),
+        (" :: ", "::"),
+        ("& ", "&"),
+        (" ,", ","),
+        ("( ", "("),
+        (" )", ")"),
+        (" (", "("),
+    ]
+    .iter()
+    .fold(code.to_string(), |code, (from, to)| code.replace(from, to))
 }
 
 /// `tokens` with every span set to `span`.
@@ -423,6 +455,11 @@ mod tests {
         assert!(error(r#"crate = "not a path""#).contains("`crate` is not a path"));
         assert!(error(r#"transaction = "a b""#).contains("takes the name of a parameter"));
         assert!(error("transaction = tx").contains("`transaction` takes a string literal"));
+        assert!(error("key = req.id").contains(r#"write `key = "req.id"`"#));
+        assert!(
+            error("fingerprint = (&req.amount, &req.currency)")
+                .contains(r#"write `fingerprint = "(&req.amount, &req.currency)"`"#)
+        );
         // Every mistake is reported, not only the first.
         let all = error(r#"retries = 3, ttl = "0s", in_flight = "x""#);
         assert_eq!(all.matches(" | ").count(), 2, "{all}");

@@ -64,10 +64,11 @@ pub(crate) fn expand(args: Args, item: &ItemFn, attribute_ok: bool) -> syn::Resu
                         && !is_transaction
                         && has_mut_reference(typed.ty.to_token_stream())
                     {
-                        errors.push(syn::Error::new_spanned(
-                            &typed.ty,
-                            mut_argument_message(&pat.ident),
-                        ));
+                        let message = match connection_type(typed.ty.to_token_stream()) {
+                            Some(ty) => connection_argument_message(&pat.ident, &ty),
+                            None => mut_argument_message(&pat.ident),
+                        };
+                        errors.push(syn::Error::new_spanned(&typed.ty, message));
                     }
                     params.named.push(pat.ident.clone());
                 }
@@ -389,9 +390,32 @@ fn has_mut_reference(tokens: TokenStream) -> bool {
     })
 }
 
+/// The connection or transaction type named in a parameter's type (`PgConnection`,
+/// `Transaction`, `PgTransaction`, `PoolConnection`), if any: the macro sees tokens only,
+/// so it goes by the name.
+fn connection_type(tokens: TokenStream) -> Option<String> {
+    tokens.into_iter().find_map(|tree| match tree {
+        TokenTree::Ident(ident) => {
+            let name = ident.to_string();
+            (name.ends_with("Connection") || name.ends_with("Transaction")).then_some(name)
+        }
+        TokenTree::Group(group) => connection_type(group.stream()),
+        _ => None,
+    })
+}
+
+/// For a `&mut` connection or transaction: transaction mode first, `skip` second. A bare
+/// `skip` also compiles, but the record then goes to a store outside the caller's
+/// transaction — the atomicity mistake transaction mode exists to prevent.
+fn connection_argument_message(name: &Ident, ty: &str) -> String {
+    format!(
+        "#[idempotent] cannot put the `&mut {ty}` argument `{name}` in the key or fingerprint; to run the body in this transaction, write `#[idempotent(transaction = \"{name}\")]` (feature `postgres`): the claim, the body's writes and the stored result then commit together or not at all. `skip({name})` compiles too, but keeps the record outside the transaction (a rollback after the body keeps the record, so a retry replays a result whose writes are gone): use it only when the body's writes need not be atomic with the record"
+    )
+}
+
 fn mut_argument_message(name: &Ident) -> String {
     format!(
-        "#[idempotent] cannot put a `&mut` argument in the key or fingerprint: a replay returns the stored result without running the body, so the body's changes to `{name}` would not happen again; `skip({name})` it if its state does not matter to the result (a connection, a transaction), or pass it by value or `&`"
+        "#[idempotent] cannot put a `&mut` argument in the key or fingerprint: a replay returns the stored result without running the body, so the body's changes to `{name}` would not happen again; `skip({name})` it if its state does not matter to the result, or pass it by value or `&`"
     )
 }
 

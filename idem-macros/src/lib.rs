@@ -20,20 +20,7 @@ use syn::ItemFn;
 ///
 /// # Options
 ///
-/// | option | meaning | default |
-/// |---|---|---|
-/// | `key = "expr"` | a Rust expression over the arguments, evaluated by reference; its value (any `Serialize`) is the key | all arguments not skipped |
-/// | `fingerprint = "expr"` | a Rust expression over the arguments, evaluated by reference; its value is fingerprinted instead of every non-skipped argument (the key is unchanged by it) | every argument not skipped |
-/// | `ttl = "24h"` | how long a completed result is kept (humantime: `90s`, `30m`, `1h 30m`, `7d`; not zero, at most `100y`) | `24h` |
-/// | `skip(a, b)` | arguments left out of the key and the payload fingerprint (`self` always is, unless the key names it) | none |
-/// | `store = expr` | the store, evaluated on each call (`SharedStore` or `&SharedStore`) | the process default store |
-/// | `name = "charge.v1"` | the stable namespace of the keys; bump it when the result type changes shape (generic functions keep their generic arguments beside it) | module path + fn name (+ the full path and generic arguments, unless a plain free fn) |
-/// | `in_flight = "wait"` / `"reject"` | a duplicate of a running call waits for its result, or fails with `Error::InProgress` | `wait` |
-/// | `wait = "60s"` | how long a waiting duplicate waits (at most `100y`) | `60s` |
-/// | `lease = "30s"` | how long a claim holds without renewal before it is presumed dead (at least `100ms`, at most `100y`) | `30s` |
-/// | `cache_errors` | also store `Err` results and replay them (`E: Serialize + DeserializeOwned`) | off |
-/// | `detach` | run the body to completion in a spawned task even if the caller is dropped (arguments owned, `'static`) | off |
-/// | `crate = "path"` | where the runtime crate is | `::idem_core` |
+#[doc = include_str!("options.md")]
 ///
 /// # Examples
 ///
@@ -181,5 +168,33 @@ pub fn idempotent(attr: TokenStream, item: TokenStream) -> TokenStream {
             out.extend(function.into_token_stream());
             out.into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The options table, one source: the rustdoc above includes it; the README must hold
+    /// it verbatim, and it must list every option the parser accepts.
+    const TABLE: &str = include_str!("options.md");
+
+    #[test]
+    fn the_readme_holds_the_options_table_verbatim() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(TABLE.trim_end()),
+            "README.md's attribute table differs from idem-macros/src/options.md: copy the file into the README"
+        );
+    }
+
+    #[test]
+    fn the_options_table_lists_every_option() {
+        for option in crate::attr::OPTIONS {
+            assert!(
+                TABLE.contains(&format!("| `{option}")),
+                "idem-macros/src/options.md has no row for `{option}`"
+            );
+        }
+        let rows = TABLE.lines().filter(|line| line.starts_with("| `")).count();
+        assert_eq!(rows, crate::attr::OPTIONS.len(), "one row per option");
     }
 }

@@ -52,8 +52,10 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 pub mod http_server;
+pub mod nats;
 pub mod postgres;
 pub mod redis_server;
+pub mod skips;
 
 /// Captures what a `tracing_subscriber::fmt` subscriber writes (pass a clone to its
 /// `with_writer`), for the tests that read idem's log lines.

@@ -21,10 +21,7 @@ pub fn redis_available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("redis-server is not installed, and CI=true: the Redis tests must run");
-        }
-        eprintln!("SKIPPED: redis-server is not installed (install it to run the Redis tests)");
+        crate::skips::skip("redis-server is not installed (install it to run the Redis tests)");
     }
     found
 }
@@ -288,12 +285,23 @@ impl Drop for RedisServer {
 }
 
 /// The URL of a Redis for tests that do not injure it: `IDEM_REDIS_URL` when set, else a
-/// server spawned for the caller (kept alive by the returned guard). `None` when there is
-/// no `redis-server` and `CI` is not set.
+/// server spawned for the caller (kept alive by the returned guard). `None` (the test is
+/// skipped) when `IDEM_REDIS_URL` does not answer or there is no `redis-server`, and `CI`
+/// is not set.
 pub fn shared_redis() -> Option<(String, Option<RedisServer>)> {
     if let Ok(url) = std::env::var("IDEM_REDIS_URL")
         && !url.trim().is_empty()
     {
+        let mut authority = crate::postgres::authority(&url);
+        if !authority.contains(':') {
+            authority.push_str(":6379");
+        }
+        if std::net::TcpStream::connect(&authority).is_err() {
+            crate::skips::skip(&format!(
+                "Redis is not reachable at {authority} (IDEM_REDIS_URL)"
+            ));
+            return None;
+        }
         return Some((url, None));
     }
     if !redis_available() {

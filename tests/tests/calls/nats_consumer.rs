@@ -1,4 +1,5 @@
-//! `idem_core::nats` against the real NATS JetStream at 127.0.0.1:4222: each test makes its
+//! `idem_core::nats` against the real NATS JetStream at `NATS_URL` (default 127.0.0.1:4222;
+//! unreachable: skipped, or failed with `CI=true`): each test makes its
 //! own stream, subject and consumer (a unique name) and deletes the stream at the end.
 
 use std::collections::HashMap;
@@ -18,8 +19,6 @@ use idem_core::nats::{
 use idem_core::{MokaStore, SharedStore, idempotent};
 use serde::{Deserialize, Serialize};
 use tests::redis_server::unique;
-
-const NATS_URL: &str = "127.0.0.1:4222";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OrderPlaced {
@@ -161,9 +160,10 @@ impl Fixture {
         window: Duration,
         config: impl FnOnce(&str) -> pull::Config,
     ) -> Fixture {
-        let client = async_nats::connect(NATS_URL)
+        let url = tests::nats::nats_url();
+        let client = async_nats::connect(url.as_str())
             .await
-            .unwrap_or_else(|err| panic!("NATS JetStream must run at {NATS_URL}: {err}"));
+            .unwrap_or_else(|err| panic!("NATS JetStream must run at {url}: {err}"));
         let js = jetstream::new(client);
         let name = unique(test).replace('-', "_");
         let stream = js
@@ -279,6 +279,9 @@ fn acked(outcomes: &[(u64, i64, Disposition)]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_events_with_fifty_duplicates_make_150_orders_all_acked() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let mut fx = Fixture::new("nats-dupes", Duration::from_secs(5)).await;
     let orders = Orders::new(Duration::from_millis(5), 0);
     // 150 orders, and 50 of them published again under a new Nats-Msg-Id (a producer that
@@ -328,6 +331,9 @@ async fn two_hundred_events_with_fifty_duplicates_make_150_orders_all_acked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_running_three_ack_waits_is_handled_once_without_redelivery() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let ack_wait = Duration::from_secs(1);
     let mut fx = Fixture::new("nats-long", ack_wait).await;
     let orders = Orders::new(ack_wait * 3, 0);
@@ -352,6 +358,9 @@ async fn a_handler_running_three_ack_waits_is_handled_once_without_redelivery() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivery_during_a_running_handler_is_naked_not_handled_twice() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let ack_wait = Duration::from_secs(1);
     let mut fx = Fixture::new("nats-redeliver", ack_wait).await;
     let orders = Orders::new(Duration::from_millis(2500), 0);
@@ -385,6 +394,9 @@ async fn a_redelivery_during_a_running_handler_is_naked_not_handled_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_and_a_reused_order_id_are_terminated_after_one_try() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let ack_wait = Duration::from_secs(1);
     let mut fx = Fixture::new("nats-poison", ack_wait).await;
     let orders = Orders::new(Duration::ZERO, 0);
@@ -433,6 +445,9 @@ async fn a_poison_message_and_a_reused_order_id_are_terminated_after_one_try() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_handler_is_retried_with_backoff_then_succeeds() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let mut fx = Fixture::new("nats-retry", Duration::from_secs(5)).await;
     let orders = Orders::new(Duration::ZERO, 2);
     fx.publish_order("evt-flaky", &order(1)).await;
@@ -483,6 +498,9 @@ async fn a_failing_handler_is_retried_with_backoff_then_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_by_nats_msg_id_a_republished_message_is_replayed_and_one_without_it_terminated() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     // A short duplicate window: the publisher's retry after it is stored again by the
     // broker, and only the handler's key catches it.
     let window = Duration::from_millis(200);
@@ -533,6 +551,9 @@ async fn keyed_by_nats_msg_id_a_republished_message_is_replayed_and_one_without_
 // One thread, so the subscriber set for this thread sees every event of the test.
 #[tokio::test(flavor = "current_thread")]
 async fn each_message_emits_an_event_with_stream_consumer_sequence_delivery_and_outcome() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let captured = tests::CapturedLog::default();
     let writer = captured.clone();
     let _subscriber = tracing::subscriber::set_default(
@@ -608,6 +629,9 @@ fn capture_log() -> (tests::CapturedLog, tracing::subscriber::DefaultGuard) {
 /// message was redelivered and naked twice while it ran, spending `max_deliver`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_five_second_handler_on_a_two_second_ack_wait_is_delivered_once_run_once_and_acked() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let ack_wait = Duration::from_secs(2);
     let mut fx = Fixture::with_config("nats-ackwait", Duration::from_secs(120), |name| {
         pull::Config {
@@ -645,6 +669,9 @@ async fn a_five_second_handler_on_a_two_second_ack_wait_is_delivered_once_run_on
 #[tokio::test(flavor = "current_thread")]
 async fn a_handler_that_always_fails_is_terminated_at_max_deliver_with_an_error_event_and_a_dead_letter()
  {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let (captured, _log) = capture_log();
     let mut fx = Fixture::with_config("nats-exhausted", Duration::from_secs(120), |name| {
         pull::Config {
@@ -731,6 +758,9 @@ async fn a_handler_that_always_fails_is_terminated_at_max_deliver_with_an_error_
 /// undecodable message is dead-lettered too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_unlimited_max_deliver_the_processor_gives_up_at_its_fallback() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let fx = Fixture::new("nats-fallback", Duration::from_secs(5)).await;
     assert_eq!(fx.consumer.cached_info().config.max_deliver, -1);
     let orders = Orders::new(Duration::ZERO, usize::MAX);
@@ -793,6 +823,9 @@ async fn with_an_unlimited_max_deliver_the_processor_gives_up_at_its_fallback() 
 /// `dead_letter_error` in the event.
 #[tokio::test(flavor = "current_thread")]
 async fn a_dead_letter_that_cannot_be_stored_is_retried_then_reported() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let (captured, _log) = capture_log();
     let fx = Fixture::with_config("nats-dlq-lost", Duration::from_secs(120), |name| {
         pull::Config {
@@ -856,6 +889,9 @@ async fn a_dead_letter_that_cannot_be_stored_is_retried_then_reported() {
 /// back once: it is terminated without a second dead letter, instead of looping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_read_back_by_its_own_consumer_is_not_dead_lettered_again() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let fx = Fixture::with_config("nats-dlq-loop", Duration::from_secs(120), |_| {
         pull::Config {
             durable_name: Some("orders".into()),
@@ -897,6 +933,9 @@ async fn a_dead_letter_read_back_by_its_own_consumer_is_not_dead_lettered_again(
 /// starts, and a dead-letter subject no stream stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_without_explicit_acks_or_a_dead_letter_without_a_stream_is_refused() {
+    if tests::nats::shared_nats().is_none() {
+        return;
+    }
     let fx = Fixture::new("nats-policy", Duration::from_secs(5)).await;
     let stream = fx.js.get_stream(&fx.name).await.unwrap();
     for (durable, policy) in [("all", AckPolicy::All), ("none", AckPolicy::None)] {
@@ -944,8 +983,16 @@ async fn a_consumer_without_explicit_acks_or_a_dead_letter_without_a_stream_is_r
 /// the commit, and after the commit before the ack — then one left to finish.
 #[test]
 fn the_crash_drill_writes_each_order_exactly_once_and_leaves_nothing_unacked() {
+    let (Some(nats), Some(database)) = (
+        tests::nats::shared_nats(),
+        tests::postgres::shared_postgres(),
+    ) else {
+        return;
+    };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_orders_consumer"))
         .args(["--crash-drill", "--kills", "6"])
+        .env("NATS_URL", nats)
+        .env("IDEM_DATABASE_URL", database)
         .output()
         .expect("run the crash drill");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -41,7 +41,7 @@ async fn tag(name: &str, values: &[u32]) -> Result<String, MyError> {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     let req = ChargeRequest {
         id: "order-1".into(),
         amount_cents: 500,

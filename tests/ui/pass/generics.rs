@@ -47,7 +47,7 @@ async fn label<R: Repo + Sync>(repo: &R, n: u32) -> Result<String, MyError> {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     store_one(5u8).await.unwrap();
     store_one("five").await.unwrap();
     assert_eq!(echo(1, vec![1u32, 2]).await.unwrap(), vec![1, 2]);

@@ -1,5 +1,7 @@
 //! Inner attributes of the body (`#![allow(..)]`) stay inside the function and apply to it.
 #![deny(warnings)]
+// The case is an item with both outer attributes and inner ones in its body.
+#![allow(clippy::mixed_attributes_style)]
 
 use idem_core::idempotent;
 
@@ -22,6 +24,6 @@ async fn charge(id: u64) -> Result<u64, MyError> {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     assert_eq!(charge(3).await.unwrap(), 3);
 }

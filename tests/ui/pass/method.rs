@@ -45,7 +45,7 @@ impl Account {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     let mailer = Mailer {
         sent: Default::default(),
     };

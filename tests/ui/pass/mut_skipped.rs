@@ -37,7 +37,7 @@ impl Worker {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     let mut conn = Conn { queries: 0 };
     assert_eq!(charge(&mut conn, 1, "hi".into()).await.unwrap(), "1hi!");
     let mut worker = Worker { runs: 0 };

@@ -35,7 +35,7 @@ async fn boxed(id: u64) -> Result<u64, Box<dyn std::error::Error + Send + Sync>>
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     assert_eq!(charge(3).await.unwrap(), 3);
     assert_eq!(label(4).await.unwrap(), "4");
     assert_eq!(boxed(5).await.unwrap(), 5);

@@ -57,7 +57,7 @@ async fn ship<T: Serialize + Send + Sync + 'static>(item: T) -> Result<(), MyErr
     Ok(())
 }
 
-fn main() {
+pub fn main() {
     // Only type checks: the futures are built and dropped, never run.
     assert_send(charge("order-1", 5, &Db));
     let service = Service { db: Db };
