@@ -318,16 +318,7 @@ impl<C> Call<'_, C> {
         let saw_idem_error = body
             .take_value()
             .is_some_and(|frame| frame.saw_idem_error());
-        let encoded = match &outcome {
-            // An `Err` after an idem error reached the body may be that error (a nested
-            // call's `InProgress` or `Store`): transient, never stored. It reaches this
-            // call's caller too, so its own frame notes it.
-            Err(_) if saw_idem_error => {
-                global::note_idem_error();
-                Ok(None)
-            }
-            _ => self.codec.encode(&outcome),
-        };
+        let encoded = encode_outcome(&self.codec, &outcome, saw_idem_error);
         match encoded {
             Ok(Some(bytes)) => {
                 let record = Arc::new(Record::new(self.fingerprint, bytes));
@@ -396,25 +387,68 @@ impl<C> Call<'_, C> {
         C: OutcomeCodec<T, E>,
         E: From<Error>,
     {
-        if *record.fingerprint() != self.fingerprint {
-            event::emit(self.spec, &self.key, Outcome::Mismatch);
-            return Err(idem_error(Error::PayloadMismatch));
-        }
-        match self.codec.decode(record) {
-            Ok(stored) => {
-                event::emit(self.spec, &self.key, outcome);
-                stored
-            }
-            Err(err) => {
-                event::codec_error(self.spec, &self.key, &err);
-                Err(idem_error(err))
-            }
-        }
+        replay_record(
+            self.spec,
+            &self.key,
+            &self.fingerprint,
+            &self.codec,
+            record,
+            outcome,
+        )
     }
 
     fn give_up<T, E: From<Error>>(&self) -> Result<T, E> {
         event::emit(self.spec, &self.key, Outcome::Rejected);
         Err(idem_error(Error::InProgress))
+    }
+}
+
+/// The record value of a call's outcome, or `None` to release the key. An `Err` after an
+/// idem error reached the body may be that error (a nested call's `InProgress` or
+/// `Store`): transient, never stored. It reaches this call's caller too, so its own frame
+/// notes it. (Every mode of a call stores through this: plain, `detach`, transaction.)
+pub(crate) fn encode_outcome<T, E, C: OutcomeCodec<T, E>>(
+    codec: &C,
+    outcome: &Result<T, E>,
+    saw_idem_error: bool,
+) -> Result<Option<Vec<u8>>, Error> {
+    match outcome {
+        Err(_) if saw_idem_error => {
+            global::note_idem_error();
+            Ok(None)
+        }
+        _ => codec.encode(outcome),
+    }
+}
+
+/// The outcome a stored `record` replays for a call of `key` with `fingerprint`, and its
+/// event (`outcome`, or `mismatch`, or `codec_error`). Every mode of a call replays through
+/// this: plain, `detach`, transaction.
+pub(crate) fn replay_record<T, E, C>(
+    spec: &Spec,
+    key: &Key,
+    fingerprint: &Fingerprint,
+    codec: &C,
+    record: &Arc<Record>,
+    outcome: Outcome,
+) -> Result<T, E>
+where
+    C: OutcomeCodec<T, E>,
+    E: From<Error>,
+{
+    if record.fingerprint() != fingerprint {
+        event::emit(spec, key, Outcome::Mismatch);
+        return Err(idem_error(Error::PayloadMismatch));
+    }
+    match codec.decode(record) {
+        Ok(stored) => {
+            event::emit(spec, key, outcome);
+            stored
+        }
+        Err(err) => {
+            event::codec_error(spec, key, &err);
+            Err(idem_error(err))
+        }
     }
 }
 

@@ -28,7 +28,6 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use tokio::time::Instant;
 
@@ -37,11 +36,10 @@ use super::row::{self, Stored, VERSION};
 use super::schema::{DEFAULT_TABLE, Table};
 use crate::__private::{ErrOf, IdemError, IdemResult, Ids, OkOf, StoredValue};
 use crate::backoff::DEFAULT_POLL;
-use crate::call::ErrCodec;
-use crate::codec::{self, StoredOutcome as Outcome};
+use crate::call::{ErrCodec, encode_outcome, replay_record};
 use crate::error::Error;
 use crate::event::{self, Outcome as Event};
-use crate::global::{self, FRAME, Frame, idem_error};
+use crate::global::{FRAME, Frame, idem_error};
 use crate::key::{Fingerprint, Key};
 use crate::spec::{InFlight, Spec};
 use crate::store::{Claim, SharedStore, Token};
@@ -258,7 +256,7 @@ where
                 } else {
                     Event::Replayed
                 };
-                let result = replay::<OkOf<R, M1>, ErrOf<R, M2>>(
+                let result = replay_record::<OkOf<R, M1>, ErrOf<R, M2>, _>(
                     spec,
                     &key,
                     &fingerprint,
@@ -366,34 +364,6 @@ pub(crate) struct ClaimFunctionError {
     pub(crate) message: String,
 }
 
-fn replay<T: DeserializeOwned, E: From<Error>>(
-    spec: &'static Spec,
-    key: &Key,
-    fingerprint: &Fingerprint,
-    errors: &ErrCodec<E>,
-    record: &crate::store::Record,
-    outcome: Event,
-) -> Result<T, E> {
-    if record.fingerprint() != fingerprint {
-        event::emit(spec, key, Event::Mismatch);
-        return Err(idem_error(Error::PayloadMismatch));
-    }
-    match codec::decode(record.value(), errors.decode) {
-        Ok(Outcome::Ok(value)) => {
-            event::emit(spec, key, outcome);
-            Ok(value)
-        }
-        Ok(Outcome::Err(err)) => {
-            event::emit(spec, key, outcome);
-            Err(err)
-        }
-        Err(err) => {
-            event::codec_error(spec, key, &err);
-            Err(idem_error(err))
-        }
-    }
-}
-
 /// Runs the body in the call's frame: its key is [`current_key`](crate::current_key), and
 /// an idem error that reaches it is noted.
 pub async fn scope<E, F: std::future::Future>(claim: &mut TxClaim<E>, body: F) -> F::Output {
@@ -425,19 +395,7 @@ where
         Ok(value) => Ok(value.into_checked()),
         Err(err) => Err(err.into_checked()),
     };
-    let encoded = match &outcome {
-        Ok(value) => codec::encode_ok(value).map(Some),
-        // It may be that idem error (transient): never stored, and it reaches this call's
-        // caller too.
-        Err(_) if claim.saw_idem_error => {
-            global::note_idem_error();
-            Ok(None)
-        }
-        Err(err) => match claim.errors.encode {
-            Some(encode) => encode(err).map(Some),
-            None => Ok(None),
-        },
-    };
+    let encoded = encode_outcome(&claim.errors, &outcome, claim.saw_idem_error);
     let (spec, key) = (claim.spec, claim.key);
     let token = row::token_bytes(claim.token);
     match encoded {
