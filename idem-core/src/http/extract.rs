@@ -9,6 +9,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use serde::{Serialize, Serializer};
 
+use super::fingerprint::Raw;
 use super::key_header::{self, KeyError};
 use super::problem::Problem;
 use super::scope::{ScopeError, ScopeRule};
@@ -109,16 +110,12 @@ impl IdempotencyKey {
     }
 }
 
+/// As (scope bytes, client key): what the layer's stored key hashes too, so a function
+/// keyed by it and the layer agree on one key per principal and client key.
 impl Serialize for IdempotencyKey {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // The scope is hashed into the key by the key encoder; it is never stored.
-        struct Bytes<'a>(&'a [u8]);
-        impl Serialize for Bytes<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_bytes(self.0)
-            }
-        }
-        (self.scope.as_deref().map(Bytes), &*self.key).serialize(serializer)
+        (self.scope.as_deref().map(Raw), &*self.key).serialize(serializer)
     }
 }
 

@@ -241,27 +241,25 @@ where
         Ok(problem.into_response())
     };
     let client_key = match key_header::client_key(&parts.headers, &config.header) {
-        Ok(client_key) => client_key.into_owned(),
+        Ok(client_key) => client_key,
         Err(KeyError::Missing) if config.optional => {
             return pass_through(inner, Request::from_parts(parts, body)).await;
         }
         Err(err) => return refuse(Problem::Key(err), "bad_key"),
     };
-    let scope = match config.scope.resolve(&parts) {
-        Ok(scope) => scope,
+    let request_key = match config.scope.resolve(&parts) {
+        Ok(scope) => IdempotencyKey::new(&client_key, scope.as_deref()),
         Err(err) => return refuse(Problem::Scope(err), "bad_scope"),
-    };
-    let Ok(key) = fingerprint::key(&config.namespace, scope.as_deref(), &client_key) else {
-        return refuse(Problem::Internal, "codec_error");
     };
     // The handler sees the key and scope the layer checked (for a downstream call, or for
     // its own transaction-mode record).
-    parts
-        .extensions
-        .insert(IdempotencyKey::new(&client_key, scope.as_deref()));
+    parts.extensions.insert(request_key.clone());
     if !config.record {
         return pass_through(inner, Request::from_parts(parts, body)).await;
     }
+    let Ok(key) = fingerprint::key(&config.namespace, &request_key) else {
+        return refuse(Problem::Internal, "codec_error");
+    };
     let limit = config.max_request_body;
     let declared = parts
         .headers
