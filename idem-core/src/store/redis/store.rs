@@ -153,14 +153,18 @@ impl Store for RedisStore {
                 .arg("PX")
                 .arg(millis_into(lease, &mut px_buf))
                 .arg("GET");
-            let reply = match self.inner.runner.query("claim", &set).await {
-                Ok(reply) => reply,
-                Err(err) => {
-                    self.release_once_answered(*key, token, lease);
-                    return Err(err);
-                }
+            let reply = self.inner.runner.query("claim", &set).await;
+            // No reply from the server (idem's bound, the client's timeout, a dropped
+            // connection): the claim may still be applied.
+            let unanswered = match &reply {
+                Err(_) => true,
+                Ok(Err(err)) => err.code().is_none(),
+                Ok(Ok(_)) => false,
             };
-            let claim = match reply {
+            if unanswered {
+                self.release_once_answered(*key, token, lease);
+            }
+            let claim = match reply? {
                 Ok(reply) => parse_claim(reply, token),
                 Err(err) if err.code() == Some("WRONGTYPE") => Err(Error::codec(
                     "the record's Redis key holds a value of another type than a string",
@@ -173,14 +177,7 @@ impl Store for RedisStore {
                         " (idem needs Redis 7.0 or later: SET with NX and GET)",
                     ))
                 }
-                Err(err) => {
-                    // No reply from the server (a timeout, a dropped connection): the
-                    // claim may still be applied.
-                    if err.code().is_none() {
-                        self.release_once_answered(*key, token, lease);
-                    }
-                    Err(self.inner.runner.failed("claim", err))
-                }
+                Err(err) => Err(self.inner.runner.failed("claim", err)),
             }?;
             if let (Claim::Claimed { token, .. }, Some(waiter)) = (&claim, &self.inner.replicas) {
                 // Fail closed: the body does not run on a claim a failover could lose.
