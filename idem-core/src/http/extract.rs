@@ -158,8 +158,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         if let Some(key) = parts.extensions.get::<IdempotencyKey>() {
             return Ok(key.clone());
         }
-        let name = http::HeaderName::from_static("idempotency-key");
-        let key = key_header::client_key(&parts.headers, &name)
+        let key = key_header::client_key(&parts.headers, &key_header::DEFAULT_HEADER)
             .map_err(|err: KeyError| IdempotencyKeyRejection(Problem::Key(err)))?;
         let scope = ScopeRule::default()
             .resolve(parts)

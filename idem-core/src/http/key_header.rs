@@ -9,6 +9,9 @@ use http::{HeaderMap, HeaderName};
 use sfv::visitor::{Ignored, ItemVisitor, ParameterVisitor, parameter_visitor_with};
 use sfv::{BareItemFromInput, Parser};
 
+/// The key header a layer reads unless told otherwise, and the extractor without a layer.
+pub(crate) const DEFAULT_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+
 /// The longest key accepted, in characters (as Stripe's).
 pub(crate) const MAX_KEY_LEN: usize = 255;
 

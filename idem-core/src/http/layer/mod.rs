@@ -20,6 +20,7 @@ use super::capture::{CaptureRules, ietf_stores_status};
 use super::config::{Config, Shared};
 use super::drain::Drain;
 use super::fingerprint::BodyFingerprint;
+use super::key_header;
 use super::scope::ScopeRule;
 use super::service::IdempotencyService;
 use crate::spec::{InFlight, Spec};
@@ -83,7 +84,7 @@ impl IdempotencyLayer {
                 ttl: Duration::from_secs(24 * 3600),
                 lease: Duration::from_secs(30),
                 wait: None,
-                header: HeaderName::from_static("idempotency-key"),
+                header: key_header::DEFAULT_HEADER,
                 methods: vec![Method::POST, Method::PATCH],
                 optional: false,
                 scope: ScopeRule::default(),
